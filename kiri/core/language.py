@@ -6,6 +6,8 @@ document. A language is saved inside the weights file, so a model is never fed a
 vocabulary it was not trained on.
 """
 
+from ..errors import KiriError
+
 BOS_TOKEN = "<BOS>"
 
 
@@ -50,4 +52,4 @@ def language_from_dict(d):
     """Rebuild the language saved in a weights file."""
     if d.get("kind") == CharLanguage.kind:
         return CharLanguage(d["chars"])
-    raise ValueError(f"unknown language kind {d.get('kind')!r}")
+    raise KiriError(f"unknown language kind {d.get('kind')!r} in weights file")

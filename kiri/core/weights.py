@@ -16,12 +16,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import KiriError
 from .model import GPTConfig, param_shapes
 
 FORMAT = "kiri-weights/1"
 
 
-class WeightsError(Exception):
+class WeightsError(KiriError):
     """A weights file is missing or unusable; the message names the file and the problem."""
 
 

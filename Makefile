@@ -1,0 +1,31 @@
+# make demo: the main job end to end.  make test: every test, under python3 and Python 3.9.
+PYTHON ?= python3
+# macOS ships Python 3.9, so the suite must pass there too: use python3.9 when it runs,
+# else a pyenv-installed 3.9 (the last match), else skip that half with a note.
+PY39 := $(shell if python3.9 -c pass >/dev/null 2>&1; then echo python3.9; \
+	elif command -v pyenv >/dev/null 2>&1; then ls $$(pyenv root)/versions/3.9*/bin/python3.9 2>/dev/null | tail -n 1; fi)
+
+.PHONY: demo test test-py3 test-py39 bench clean
+
+demo:
+	$(PYTHON) -m kiri names train --steps 300 --seed 42 --out /tmp/kiri-demo-names.json
+	$(PYTHON) -m kiri names sample -n 20 --seed 42 --weights /tmp/kiri-demo-names.json
+
+test: test-py3 test-py39
+
+test-py3:
+	$(PYTHON) tests/run.py
+
+test-py39:
+ifeq ($(PY39),)
+	@echo "python 3.9 not found; skipping the 3.9 run"
+else
+	$(PY39) tests/run.py
+endif
+
+bench:
+	$(PYTHON) -m kiri bench speed
+
+clean:
+	rm -rf build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,56 @@
+"""The names demo: microgpt reproduced — learn baby names, then dream up new ones."""
+
+import random
+from pathlib import Path
+
+from .core.engines import DEFAULT_ENGINE, make_engine
+from .core.language import CharLanguage, language_from_dict
+from .core.model import GPTConfig, init_params, param_count
+from .core.sample import DEFAULT_TEMPERATURE, sample
+from .core.train import train
+from .core.weights import Weights, load, save
+from .errors import KiriError
+from .paths import shipped
+
+DATA = shipped("data", "names.txt")
+WEIGHTS = shipped("weights", "names.json")
+# microgpt's model: 16-wide, 1 layer, 4 heads, 16 positions (4,192 parameters).
+N_EMBD, N_LAYER, N_HEAD, BLOCK_SIZE = 16, 1, 4, 16
+
+
+def read_docs(path=DATA):
+    """One name per line, blank lines dropped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise KiriError(f"cannot read names file {path}: {e.strerror}") from None
+    docs = [line.strip() for line in text.splitlines() if line.strip()]
+    if not docs:
+        raise KiriError(f"names file {path} holds no names")
+    return docs
+
+
+def train_names(steps=1000, seed=42, data=DATA, out=WEIGHTS, engine=DEFAULT_ENGINE,
+                batch=1, progress=None, metrics=None, report=print):
+    """Train microgpt on the names and save the weights; returns the TrainResult."""
+    docs = read_docs(data)
+    language = CharLanguage.from_docs(docs)
+    config = GPTConfig(vocab_size=language.vocab_size, n_embd=N_EMBD, n_layer=N_LAYER,
+                       n_head=N_HEAD, block_size=BLOCK_SIZE)
+    rng = random.Random(seed)
+    model = make_engine(engine, config, init_params(config, rng))
+    report(f"names: {len(docs)} docs, vocab {language.vocab_size}, {param_count(config)} parameters, engine {engine}")
+    sequences = [language.encode(doc) for doc in docs]
+    result = train(model, sequences, steps, rng, batch=batch, progress=progress, metrics=metrics)
+    save(out, Weights(config, language.to_dict(), model.params(), step=steps,
+                      trained_on={"data": Path(data).name, "docs": len(docs), "seed": seed, "engine": engine}))
+    report(f"trained {steps} steps in {result.seconds:.1f}s; mean loss of the last 100 steps "
+           f"{result.mean_loss(100):.4f}; saved {out}")
+    return result
+
+
+def sample_names(n=20, temperature=DEFAULT_TEMPERATURE, weights=WEIGHTS, seed=None, engine=DEFAULT_ENGINE):
+    """`n` new names from saved weights."""
+    w = load(weights)
+    model = make_engine(engine, w.config, w.params)
+    return sample(model, language_from_dict(w.language), random.Random(seed), n=n, temperature=temperature)
