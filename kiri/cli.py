@@ -82,6 +82,15 @@ def build_parser():
     p.add_argument("--weights", metavar="FILE", help="weights file (default weights/names.json)")
     add_engine_flag(p)
     p.set_defaults(run=run_names_sample)
+
+    bench = commands.add_parser("bench", help="benchmarks: speed")
+    bench_kinds = bench.add_subparsers(dest="kind", metavar="BENCH", parser_class=Parser)
+    bench_kinds.required = True
+    p = bench_kinds.add_parser("speed", help="reference vs fast engine: training step, scoring, memory")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument("--ref-steps", type=positive_int, default=3, help="reference-engine training steps (default 3)")
+    p.add_argument("--fast-steps", type=positive_int, default=50, help="fast-engine training steps (default 50)")
+    p.set_defaults(run=run_bench_speed)
     return parser
 
 
@@ -119,6 +128,11 @@ def run_names_sample(args):
     for name in names.sample_names(n=args.n, temperature=args.temperature, weights=args.weights or names.WEIGHTS,
                                    seed=args.seed, engine=settings.engine):
         print(name)
+
+
+def run_bench_speed(args):
+    from .bench import speed
+    speed.main(as_json=args.json, ref_steps=args.ref_steps, fast_steps=args.fast_steps)
 
 
 def main(argv=None):

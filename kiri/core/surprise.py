@@ -1,0 +1,51 @@
+"""Surprise: how unexpected each token was, −log p(token | previous tokens).
+
+The mean surprise over a sequence is an atom's anomaly score; per token, the model's
+most expected token and its probability are the explanation a user reads
+("M9, expected M5 (p 0.61)").
+"""
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TokenSurprise:
+    token: int          # the token that actually came
+    surprise: float     # −log p(token | previous)
+    p: float            # p(token | previous)
+    expected: int       # the model's most probable token at this position
+    p_expected: float   # its probability
+
+
+def log_softmax(logits):
+    top = max(logits)
+    log_total = top + math.log(sum(math.exp(z - top) for z in logits))
+    return [z - log_total for z in logits]
+
+
+def token_surprises(engine, tokens, start=1, allowed=None):
+    """Surprise of tokens[start:], each given all the tokens before it (KV-cache path).
+
+    `allowed(position)` may return the token ids that can stand at a position (e.g. only
+    the C-buckets where the language puts the CPU); the expected token is chosen among
+    them. The surprise itself is always the model's full −log p.
+    """
+    if not 1 <= start < len(tokens):
+        raise ValueError(f"need at least one token to score after position {start}, got {len(tokens)} tokens")
+    decoder = engine.decoder()
+    out = []
+    for pos in range(len(tokens) - 1):
+        logits = decoder.step(tokens[pos])
+        if pos + 1 < start:
+            continue
+        logp = log_softmax(logits)
+        actual = tokens[pos + 1]
+        candidates = allowed(pos + 1) if allowed else range(len(logp))
+        expected = max(candidates, key=lambda i: logp[i])
+        out.append(TokenSurprise(actual, -logp[actual], math.exp(logp[actual]), expected, math.exp(logp[expected])))
+    return out
+
+
+def mean_surprise(surprises):
+    return sum(s.surprise for s in surprises) / len(surprises)
