@@ -1,0 +1,174 @@
+"""Pulse from a MikroTik router, read over the RouterOS v7 REST API (urllib only).
+
+Two GETs, HTTP Basic auth on every request (RouterOS keeps no session):
+    <base>/rest/system/resource   CPU, memory, flash
+    <base>/rest/interface         link state of each port
+RouterOS sends every value as a JSON string ("7", "true"), so each field is
+converted here, and a word where a number belongs is an error naming the field.
+"""
+import base64
+import http.client
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from kiri.atoms.sources import CollectorError
+
+
+def ssl_context(cafile=None, verify=True):
+    """TLS settings for the router: trust `cafile`, else the system CAs; verify=False trusts anything."""
+    if not verify:
+        if cafile:
+            raise CollectorError("mikrotik: cafile= and verify=False contradict each other; choose one")
+        # Asked for explicitly: still encrypted, but anyone on the path could pose as the router.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        # A router's certificate is usually self-signed: cafile is its exported CA.
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as error:
+        raise CollectorError(f"mikrotik: cannot load CA file {cafile}: {error}") from None
+
+
+# ----------------------------------------------------------------------------
+# From RouterOS JSON to the pulse dict
+
+def _number(record, name, where):
+    if name not in record:
+        raise CollectorError(f"mikrotik: {where} has no field {name!r}")
+    try:
+        return float(record[name])
+    except (TypeError, ValueError):
+        raise CollectorError(f"mikrotik: {where} field {name!r} is {record[name]!r}, not a number") from None
+
+
+def _used_percent(record, total_name, free_name, where):
+    total = _number(record, total_name, where)
+    free = _number(record, free_name, where)
+    if total <= 0:
+        raise CollectorError(f"mikrotik: {where} field {total_name!r} is {record[total_name]!r}")
+    return min(100.0, max(0.0, 100.0 * (1.0 - free / total)))
+
+
+def network_up(interfaces):
+    """1 if any enabled ethernet port is running (has link), else 0."""
+    for interface in interfaces:
+        if (isinstance(interface, dict)
+                and interface.get("type") == "ether"
+                and interface.get("running") == "true"
+                # `disabled` may be left out instead of being "false".
+                and interface.get("disabled") != "true"):
+            return 1
+    return 0
+
+
+def pulse_from(resource, interfaces):
+    """The pulse dict from the JSON of /rest/system/resource and /rest/interface."""
+    where = "/rest/system/resource"
+    # Current v7 answers a bare object; the 7.1beta4 docs show it wrapped in a list.
+    if isinstance(resource, list) and resource:
+        resource = resource[0]
+    if not isinstance(resource, dict):
+        raise CollectorError(f"mikrotik: {where} is not a JSON object")
+    if not isinstance(interfaces, list):
+        raise CollectorError("mikrotik: /rest/interface is not a JSON list")
+
+    cpu = _number(resource, "cpu-load", where)
+    cpu_count = _number(resource, "cpu-count", where)
+    return {
+        "C": min(100.0, max(0.0, cpu)),
+        "M": _used_percent(resource, "total-memory", "free-memory", where),
+        "D": _used_percent(resource, "total-hdd-space", "free-hdd-space", where),
+        # RouterOS has no swap (it runs from RAM, flash holds only files): always 0 %.
+        "S": 0.0,
+        # RouterOS reports no load average. Busy cores (cpu-load x cpu-count) are in the same
+        # unit as a 1-minute load, only instantaneous and never above cpu-count.
+        "L": cpu / 100.0 * cpu_count,
+        "N": network_up(interfaces),
+    }
+
+
+# ----------------------------------------------------------------------------
+# HTTP
+
+def _error_detail(error):
+    """RouterOS's own words from an HTTP error body: 'Bad Request (no such command ...)'."""
+    try:
+        body = json.loads(error.read().decode("utf-8"))
+        detail = body.get("detail")
+        return f"{body['message']} ({detail})" if detail else str(body["message"])
+    except Exception:  # an error body is a courtesy; a broken one must not hide the status
+        return error.reason
+
+
+def _connection_message(reason, host, timeout):
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return f"mikrotik: no answer from {host} within {timeout} s"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"mikrotik: connection refused by {host}"
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (f"mikrotik: certificate of {host} is not trusted ({reason.verify_message}); "
+                f"give cafile= with the router's CA, or verify=False")
+    if isinstance(reason, socket.gaierror):
+        return f"mikrotik: cannot resolve the address of {host}"
+    return f"mikrotik: cannot reach {host}: {reason}"
+
+
+def _get_json(url, authorization, context, timeout, host):
+    where = host + urllib.parse.urlsplit(url).path  # names the request in messages, without the query
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    # Unredirected: urllib would otherwise send the credentials on to wherever a redirect points.
+    request.add_unredirected_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        with error:  # it holds the open connection
+            if error.code == 401:
+                raise CollectorError(f"mikrotik: authentication failed (HTTP 401) at {host}") from None
+            raise CollectorError(f"mikrotik: HTTP {error.code} from {where}: {_error_detail(error)}") from None
+    except urllib.error.URLError as error:
+        raise CollectorError(_connection_message(error.reason, host, timeout)) from None
+    except (OSError, http.client.HTTPException) as error:
+        # Failures after the connection was made (a timeout or reset while reading) are not wrapped.
+        raise CollectorError(_connection_message(error, host, timeout)) from None
+    try:
+        return json.loads(body.decode("utf-8"))
+    except ValueError:
+        raise CollectorError(f"mikrotik: malformed JSON from {where}") from None
+
+
+def collect(url, user, password, cafile=None, verify=True, timeout=10):
+    """One pulse reading of the router at `url` (e.g. "https://192.168.88.1").
+
+    The password goes into the Authorization header and nowhere else: no error
+    message, log line or repr built here contains it.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        # Never echo such a URL: it would print the password.
+        raise CollectorError("mikrotik: give the user and password separately, not inside the router URL")
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise CollectorError("mikrotik: the router URL must start with https:// (or http://) and name a host")
+    host = parts.netloc
+    base = url.rstrip("/")
+    if not base.endswith("/rest"):
+        base += "/rest"
+
+    context = ssl_context(cafile, verify) if parts.scheme == "https" else None
+    credentials = base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    authorization = "Basic " + credentials
+
+    resource = _get_json(base + "/system/resource", authorization, context, timeout, host)
+    # .proplist keeps the answer small: a router can have hundreds of interfaces.
+    interfaces = _get_json(base + "/interface?.proplist=name,type,running,disabled",
+                           authorization, context, timeout, host)
+    try:
+        return pulse_from(resource, interfaces)
+    except CollectorError as error:
+        raise CollectorError(f"{error} at {host}") from None

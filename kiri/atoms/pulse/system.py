@@ -1,0 +1,24 @@
+"""Pulse from the machine KIRI runs on: pick the Linux or macOS source once."""
+import sys
+
+from kiri.atoms.pulse import linux, macos
+from kiri.atoms.sources import CollectorError
+
+
+def source_for(platform):
+    """The read() function for a sys.platform value, or None if KIRI has none."""
+    if platform.startswith("linux"):
+        return linux.read
+    if platform == "darwin":
+        return macos.read
+    return None
+
+
+_read = source_for(sys.platform)
+
+
+def collect():
+    """One pulse reading of this machine: {"C", "M", "D", "S", "L", "N"} as raw numbers."""
+    if _read is None:
+        raise CollectorError(f"pulse: no system source for platform {sys.platform}")
+    return _read()

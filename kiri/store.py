@@ -1,0 +1,487 @@
+"""The SQLite store: one file, KIRI_HOME/kiri.db, shared by every KIRI process.
+
+    with open_store() as store:
+        store.add_observation("pulse", {"C": 41.2, "M": 73.9}, source="linux")
+        store.observations("pulse", since=time.time() - 3600)
+
+Several processes write at once (the daemon, the drift CLI, the feedback CLI), so the
+database runs in WAL mode (readers never block the writer), every write is one short
+transaction, and a busy timeout makes a writer wait its turn instead of failing.
+"""
+
+import json
+import math
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import List, NamedTuple, Tuple
+
+BUSY_TIMEOUT = 10.0  # seconds a writer waits for another writer's transaction
+
+ATOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+class StoreError(Exception):
+    """A database KIRI cannot use: not SQLite, too new, or a migration that failed."""
+
+
+class ImportReport(NamedTuple):
+    imported: int                      # rows added to the store
+    skipped: List[Tuple[int, str]]     # (1-based line number, reason) of each bad line
+    duplicates: int = 0                # good lines that were already in the store
+
+
+# ---------------------------------------------------------------------------
+# Schema. MIGRATIONS[i] takes a database from version i to version i + 1; the
+# version lives in PRAGMA user_version. Never edit a migration that has shipped:
+# append a new one.
+
+def _migrate_0_to_1(conn):
+    # Deduplication: importing the same export twice must not double the data, so
+    # (atom, ts, values, synthetic) is UNIQUE and imports use INSERT OR IGNORE.
+    # `values` is stored as canonical JSON (sorted keys, no spaces) so that equal
+    # dicts are equal text. `synthetic` is part of the key: a synthetic row that
+    # happens to equal a real one is stored beside it, never instead of it.
+    # The index starts with (atom, ts), so it also serves every time-range query.
+    conn.execute("""
+        CREATE TABLE observations (
+            id        INTEGER PRIMARY KEY,
+            atom      TEXT    NOT NULL,
+            ts        REAL    NOT NULL,
+            "values"  TEXT    NOT NULL,
+            source    TEXT    NOT NULL DEFAULT '',
+            synthetic INTEGER NOT NULL DEFAULT 0 CHECK (synthetic IN (0, 1))
+        )""")
+    conn.execute("""
+        CREATE UNIQUE INDEX observations_atom_ts
+            ON observations (atom, ts, "values", synthetic)""")
+
+    conn.execute("""
+        CREATE TABLE scores (
+            id             INTEGER PRIMARY KEY,
+            atom           TEXT NOT NULL,
+            ts             REAL NOT NULL,
+            observation_id INTEGER REFERENCES observations (id) ON DELETE SET NULL,
+            score          REAL NOT NULL,
+            threshold      REAL,
+            verdict        TEXT NOT NULL DEFAULT '',
+            tokens         TEXT NOT NULL DEFAULT '[]'
+        )""")
+    conn.execute("CREATE INDEX scores_atom_ts ON scores (atom, ts)")
+
+    # The tables below are filled by Nerve, the notifiers and the feedback CLI.
+    # Enumerations (action, source, verdict, state) are checked in Python, not by
+    # CHECK constraints, because SQLite can only change a CHECK by rebuilding the table.
+    conn.execute("""
+        CREATE TABLE decisions (
+            id          INTEGER PRIMARY KEY,
+            ts          REAL NOT NULL,
+            state       TEXT NOT NULL,
+            action      TEXT NOT NULL,
+            probability REAL,
+            source      TEXT NOT NULL
+        )""")
+    conn.execute("CREATE INDEX decisions_ts ON decisions (ts)")
+
+    conn.execute("""
+        CREATE TABLE alerts (
+            id          INTEGER PRIMARY KEY,
+            ts          REAL NOT NULL,
+            decision_id INTEGER REFERENCES decisions (id),
+            atom        TEXT NOT NULL,
+            message     TEXT NOT NULL,
+            state       TEXT NOT NULL DEFAULT 'open'
+        )""")
+    conn.execute("CREATE INDEX alerts_state ON alerts (state, ts)")
+
+    # One answer per alert: a second tap on a Telegram button must not count twice.
+    conn.execute("""
+        CREATE TABLE feedback (
+            id       INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL UNIQUE REFERENCES alerts (id),
+            ts       REAL    NOT NULL,
+            verdict  TEXT    NOT NULL,
+            reward   INTEGER NOT NULL
+        )""")
+
+    # Messages waiting to be sent; dedup_key makes enqueueing the same alert idempotent.
+    conn.execute("""
+        CREATE TABLE outbox (
+            id         INTEGER PRIMARY KEY,
+            ts         REAL    NOT NULL,
+            sink       TEXT    NOT NULL,
+            payload    TEXT    NOT NULL,
+            dedup_key  TEXT    UNIQUE,
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            next_try   REAL,
+            sent_ts    REAL,
+            last_error TEXT
+        )""")
+    conn.execute("CREATE INDEX outbox_pending ON outbox (next_try) WHERE sent_ts IS NULL")
+
+    conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+MIGRATIONS = [_migrate_0_to_1]
+
+
+# ---------------------------------------------------------------------------
+# Validation. Errors are ValueErrors whose message starts with the field's name.
+
+def _check_atom(atom):
+    if not isinstance(atom, str) or not ATOM_NAME.match(atom):
+        raise ValueError("atom: must be a name of letters, digits and _ "
+                         "(not starting with a digit, at most 64 chars), got %r" % (atom,))
+    return atom
+
+
+def _check_number(field, x):
+    # bool is an int subclass, but True is not a measurement.
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError("%s: must be a number, got %r" % (field, x))
+    if not math.isfinite(x):
+        raise ValueError("%s: must be finite, got %r" % (field, x))
+    return x
+
+
+def _check_values(values):
+    if not isinstance(values, dict):
+        raise ValueError("values: must be a dict of name -> number, got %s"
+                         % type(values).__name__)
+    if not values:
+        raise ValueError("values: must not be empty")
+    for key, x in values.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError("values: keys must be non-empty strings, got %r" % (key,))
+        _check_number("values[%r]" % key, x)
+    return values
+
+
+def _check_ts(ts):
+    return float(_check_number("ts", ts))
+
+
+def _check_text(field, text):
+    if not isinstance(text, str):
+        raise ValueError("%s: must be a string, got %r" % (field, text))
+    return text
+
+
+def _check_synthetic(synthetic):
+    # 0/1 are accepted too: JSON written by other tools often spells booleans so.
+    if isinstance(synthetic, bool) or (isinstance(synthetic, int) and synthetic in (0, 1)):
+        return int(synthetic)
+    raise ValueError("synthetic: must be true or false, got %r" % (synthetic,))
+
+
+def _canonical_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _tokens_json(tokens):
+    try:
+        return _canonical_json([] if tokens is None else tokens)
+    except (TypeError, ValueError) as e:
+        raise ValueError("tokens: must be JSON with finite numbers: %s" % e) from None
+
+
+# ---------------------------------------------------------------------------
+
+def default_home():
+    """KIRI_HOME from the environment, else ~/.kiri."""
+    return Path(os.environ.get("KIRI_HOME") or "~/.kiri").expanduser()
+
+
+def open_store(home=None):
+    """Open home/kiri.db (home defaults to default_home()), creating home with mode 0700."""
+    home = Path(home) if home is not None else default_home()
+    if not home.exists():
+        home.mkdir(parents=True)
+        os.chmod(str(home), 0o700)  # explicit, so a permissive umask cannot widen it
+    return Store(home / "kiri.db")
+
+
+class Store:
+    """One connection to a KIRI database. Use as a context manager, or call close()."""
+
+    def __init__(self, path, timeout=BUSY_TIMEOUT, clock=time.time):
+        self.path = str(path)
+        self.clock = clock  # default timestamp for new rows; tests inject a fixed clock
+        # isolation_level=None: no implicit transactions. Reads run in autocommit, and
+        # every write opens its own BEGIN IMMEDIATE in _write().
+        self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self._use_wal(timeout)
+            # NORMAL is safe from corruption in WAL mode; a power cut can lose only
+            # the last few commits, which a monitor can afford for far fewer fsyncs.
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise StoreError("cannot open %s: %s" % (self.path, e)) from e
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _use_wal(self, timeout):
+        # Turning a new database into WAL needs it to itself for a moment, and when
+        # another process is in it SQLite says "locked" at once, without waiting out
+        # the busy timeout. That happens when two processes create kiri.db together
+        # (daemon and CLI on a fresh install), so wait here instead. Once the file
+        # is in WAL mode, this pragma is a no-op that never conflicts.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _version(self):
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _check_not_too_new(self, version, target):
+        if version > target:
+            raise StoreError("%s has schema version %d, but this KIRI only knows versions up"
+                             " to %d; upgrade KIRI to open it" % (self.path, version, target))
+
+    def _migrate(self):
+        target = len(MIGRATIONS)
+        version = self._version()
+        self._check_not_too_new(version, target)
+        if version == target:
+            return
+        with self._write():
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = self._version()
+            self._check_not_too_new(version, target)
+            for i in range(version, target):
+                try:
+                    MIGRATIONS[i](self.conn)
+                except sqlite3.DatabaseError as e:
+                    raise StoreError("%s: migration from schema version %d to %d failed: %s"
+                                     % (self.path, i, i + 1, e)) from e
+            # user_version lives in the database header, so it commits (or rolls
+            # back) together with the migrations: a half-migrated db cannot exist.
+            self.conn.execute("PRAGMA user_version = %d" % target)
+
+    @contextmanager
+    def _write(self):
+        # BEGIN IMMEDIATE takes the write lock up front, so waiting for another
+        # writer happens in the busy timeout; a deferred transaction that reads and
+        # then writes can instead fail at once with "database is locked".
+        self.conn.execute("BEGIN IMMEDIATE")
+        with self.conn:  # commit on success, roll back on any exception
+            yield self.conn
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- observations --------------------------------------------------------
+
+    def _observation_row(self, atom, values, ts=None, source="", synthetic=False):
+        # Validated before any transaction starts, so a bad row never holds the lock.
+        return (_check_atom(atom),
+                self.clock() if ts is None else _check_ts(ts),
+                _canonical_json(_check_values(values)),
+                _check_text("source", source),
+                _check_synthetic(synthetic))
+
+    # OR IGNORE skips rows that break the UNIQUE dedupe index (an observation we
+    # already have). It would also hide NOT NULL and CHECK failures, but rows are
+    # validated before they get here. (ON CONFLICT DO NOTHING would be exact, but
+    # needs SQLite 3.24, newer than some Python 3.9 builds ship with.)
+    _INSERT_OBSERVATION = ('INSERT OR IGNORE INTO observations'
+                           ' (atom, ts, "values", source, synthetic) VALUES (?, ?, ?, ?, ?)')
+
+    def add_observation(self, atom, values, ts=None, source="", synthetic=False):
+        """Store one observation (a dict of raw values) and return its id.
+
+        ts defaults to now. An identical observation (same atom, ts, values and
+        synthetic flag) is stored once; adding it again returns the existing id.
+        """
+        row = self._observation_row(atom, values, ts, source, synthetic)
+        with self._write() as conn:
+            cur = conn.execute(self._INSERT_OBSERVATION, row)
+            if cur.rowcount:
+                return cur.lastrowid
+            return conn.execute(
+                'SELECT id FROM observations WHERE atom = ? AND ts = ? AND "values" = ?'
+                ' AND synthetic = ?', (row[0], row[1], row[2], row[4])).fetchone()[0]
+
+    def add_observations(self, rows):
+        """Store many observations in one transaction; return how many were new.
+
+        rows: dicts with keys atom, values and optionally ts, source, synthetic.
+        If any row is invalid, nothing is stored and the ValueError names the row.
+        """
+        checked = []
+        for i, row in enumerate(rows):
+            try:
+                checked.append(self._observation_row(**row))
+            except (ValueError, TypeError) as e:
+                raise ValueError("row %d: %s" % (i, e)) from None
+        return self._insert_observations(checked)
+
+    def _insert_observations(self, rows):
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(self._INSERT_OBSERVATION, rows)
+            return conn.total_changes - before
+
+    @staticmethod
+    def _observation(row):
+        return {"id": row["id"], "atom": row["atom"], "ts": row["ts"],
+                "values": json.loads(row["values"]), "source": row["source"],
+                "synthetic": bool(row["synthetic"])}
+
+    def observations(self, atom, since=None, until=None, limit=None, real_only=False):
+        """Observations of atom with since <= ts < until, oldest first.
+
+        limit keeps the newest `limit` of them (still returned oldest first), which is
+        what "the last N observations" means for training and scoring.
+        real_only leaves out synthetic rows.
+        """
+        sql = "SELECT * FROM observations WHERE atom = ?"
+        args = [atom]
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        if until is not None:
+            sql += " AND ts < ?"
+            args.append(until)
+        if real_only:
+            sql += " AND synthetic = 0"
+        sql += " ORDER BY ts DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        rows = [self._observation(r) for r in self.conn.execute(sql, args)]
+        rows.reverse()
+        return rows
+
+    def latest_observation(self, atom, real_only=False):
+        """The newest observation of atom, or None."""
+        rows = self.observations(atom, limit=1, real_only=real_only)
+        return rows[0] if rows else None
+
+    def count_observations(self, atom):
+        """{"real": n, "synthetic": m} for atom."""
+        counts = dict(self.conn.execute(
+            "SELECT synthetic, COUNT(*) FROM observations WHERE atom = ? GROUP BY synthetic",
+            (atom,)).fetchall())
+        return {"real": counts.get(0, 0), "synthetic": counts.get(1, 0)}
+
+    # -- scores ----------------------------------------------------------------
+
+    def add_score(self, atom, score, threshold=None, verdict="", tokens=None, ts=None,
+                  observation_id=None):
+        """Store an atom's score of one sequence and return its id.
+
+        tokens: JSON-able per-token detail, e.g. [{"token": "M9", "surprise": 3.1,
+        "expected": "M5"}], kept so an alert can explain itself later.
+        """
+        row = (_check_atom(atom),
+               self.clock() if ts is None else _check_ts(ts),
+               observation_id,
+               float(_check_number("score", score)),
+               None if threshold is None else float(_check_number("threshold", threshold)),
+               _check_text("verdict", verdict),
+               _tokens_json(tokens))
+        with self._write() as conn:
+            return conn.execute(
+                "INSERT INTO scores (atom, ts, observation_id, score, threshold, verdict, tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", row).lastrowid
+
+    def latest_scores(self, atom=None, limit=10):
+        """The newest scores (of atom, or of all atoms), newest first."""
+        sql = "SELECT * FROM scores"
+        args = []
+        if atom is not None:
+            sql += " WHERE atom = ?"
+            args.append(atom)
+        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
+        args.append(int(limit))
+        return [{"id": r["id"], "atom": r["atom"], "ts": r["ts"],
+                 "observation_id": r["observation_id"], "score": r["score"],
+                 "threshold": r["threshold"], "verdict": r["verdict"],
+                 "tokens": json.loads(r["tokens"])}
+                for r in self.conn.execute(sql, args)]
+
+    # -- small persisted state ---------------------------------------------------
+
+    def get_kv(self, key, default=None):
+        """The value stored under key, or default."""
+        row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_kv(self, key, value):
+        """Store any JSON-able value under key (JSON, so 42 comes back as 42, not '42')."""
+        text = _canonical_json(value)
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, text))
+
+    # -- JSONL -------------------------------------------------------------------
+
+    def export_jsonl(self, fileobj, atom=None):
+        """Write observations (of atom, or all) as JSON lines, oldest first; return the count."""
+        sql = "SELECT * FROM observations"
+        args = []
+        if atom is not None:
+            sql += " WHERE atom = ?"
+            args.append(atom)
+        sql += " ORDER BY ts, id"
+        count = 0
+        for row in self.conn.execute(sql, args):
+            line = {"atom": row["atom"], "ts": row["ts"], "values": json.loads(row["values"]),
+                    "source": row["source"], "synthetic": bool(row["synthetic"])}
+            fileobj.write(json.dumps(line, allow_nan=False) + "\n")
+            count += 1
+        return count
+
+    def import_jsonl(self, fileobj):
+        """Import JSON lines as written by export_jsonl; return an ImportReport.
+
+        Bad lines are skipped and reported by line number; good lines are stored
+        together in one transaction. Lines already in the store are not added again,
+        so importing the same file twice is harmless. A line without "source" gets
+        source 'import'.
+        """
+        rows, skipped = [], []
+        for number, line in enumerate(fileobj, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(self._parse_line(line))
+            except ValueError as e:
+                skipped.append((number, str(e)))
+        added = self._insert_observations(rows) if rows else 0
+        return ImportReport(imported=added, skipped=skipped, duplicates=len(rows) - added)
+
+    def _parse_line(self, line):
+        try:
+            # json accepts NaN and Infinity; they are refused below, by a check that
+            # can name the field they are in.
+            obj = json.loads(line)
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            raise ValueError("not JSON: %s" % e) from None
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object, got %s" % type(obj).__name__)
+        for field in ("atom", "ts", "values"):
+            if field not in obj:
+                raise ValueError("%s: missing" % field)
+        return self._observation_row(obj["atom"], obj["values"], _check_ts(obj["ts"]),
+                                     obj.get("source", "import"), obj.get("synthetic", False))

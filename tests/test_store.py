@@ -1,0 +1,422 @@
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+from unittest import mock
+
+from kiri import store as store_module
+from kiri.store import ImportReport, Store, StoreError, default_home, open_store
+
+WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "store_writer.py")
+
+
+class StoreTestCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.dir = Path(self.tmp.name)
+        self.path = self.dir / "kiri.db"
+
+    def open(self, path=None, **kwargs):
+        store = Store(path or self.path, clock=lambda: 5000.0, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def raw(self, path=None):
+        """A plain sqlite3 connection, to look at the file behind Store's back."""
+        conn = sqlite3.connect(str(path or self.path))
+        self.addCleanup(conn.close)
+        return conn
+
+
+class TestObservations(StoreTestCase):
+    def test_round_trip(self):
+        s = self.open()
+        i = s.add_observation("pulse", {"C": 41.2, "M": 73, "D": 0.0}, ts=100.5, source="linux")
+        self.assertEqual(s.observations("pulse"), [
+            {"id": i, "atom": "pulse", "ts": 100.5, "values": {"C": 41.2, "D": 0.0, "M": 73},
+             "source": "linux", "synthetic": False}])
+
+    def test_ts_defaults_to_clock(self):
+        s = self.open()
+        s.add_observation("pulse", {"C": 1})
+        self.assertEqual(s.latest_observation("pulse")["ts"], 5000.0)
+
+    def test_same_observation_twice_is_stored_once(self):
+        s = self.open()
+        a = s.add_observation("pulse", {"C": 1, "M": 2}, ts=1)
+        b = s.add_observation("pulse", {"M": 2, "C": 1}, ts=1)  # same dict, other key order
+        self.assertEqual(a, b)
+        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0})
+
+    def test_filters(self):
+        s = self.open()
+        for ts in (5, 1, 3, 2, 4):  # inserted out of order on purpose
+            s.add_observation("pulse", {"x": ts}, ts=ts)
+        s.add_observation("pulse", {"x": 2.5}, ts=2.5, synthetic=True)
+        s.add_observation("drift", {"x": 3}, ts=3)
+
+        def ts_of(rows):
+            return [r["ts"] for r in rows]
+
+        self.assertEqual(ts_of(s.observations("pulse")), [1, 2, 2.5, 3, 4, 5])
+        self.assertEqual(ts_of(s.observations("pulse", since=2)), [2, 2.5, 3, 4, 5])
+        self.assertEqual(ts_of(s.observations("pulse", until=3)), [1, 2, 2.5])
+        self.assertEqual(ts_of(s.observations("pulse", since=2, until=4)), [2, 2.5, 3])
+        self.assertEqual(ts_of(s.observations("pulse", real_only=True)), [1, 2, 3, 4, 5])
+        self.assertEqual(ts_of(s.observations("pulse", limit=2)), [4, 5])
+        self.assertEqual(ts_of(s.observations("pulse", until=3, limit=2, real_only=True)), [1, 2])
+        self.assertEqual(s.observations("nobody"), [])
+
+    def test_latest_and_count(self):
+        s = self.open()
+        self.assertIsNone(s.latest_observation("pulse"))
+        s.add_observation("pulse", {"x": 1}, ts=1)
+        s.add_observation("pulse", {"x": 2}, ts=2, synthetic=True)
+        self.assertEqual(s.latest_observation("pulse")["ts"], 2)
+        self.assertEqual(s.latest_observation("pulse", real_only=True)["ts"], 1)
+        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 1})
+        self.assertEqual(s.count_observations("drift"), {"real": 0, "synthetic": 0})
+
+    def test_bulk_insert(self):
+        s = self.open()
+        added = s.add_observations([
+            {"atom": "pulse", "values": {"x": 1}, "ts": 1},
+            {"atom": "pulse", "values": {"x": 2}, "ts": 2, "source": "cli", "synthetic": True},
+            {"atom": "pulse", "values": {"x": 1}, "ts": 1},  # duplicate of the first
+        ])
+        self.assertEqual(added, 2)
+        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 1})
+
+    def test_bulk_insert_is_all_or_nothing(self):
+        s = self.open()
+        with self.assertRaisesRegex(ValueError, r"row 1: values\['x'\]"):
+            s.add_observations([{"atom": "pulse", "values": {"x": 1}, "ts": 1},
+                                {"atom": "pulse", "values": {"x": "high"}, "ts": 2}])
+        self.assertEqual(s.observations("pulse"), [])
+
+
+class TestValidation(StoreTestCase):
+    def assertRejects(self, field, **kwargs):
+        s = self.open()
+        args = dict(atom="pulse", values={"C": 1.0}, ts=1.0)
+        args.update(kwargs)
+        with self.assertRaises(ValueError) as caught:
+            s.add_observation(**args)
+        self.assertTrue(str(caught.exception).startswith(field),
+                        "%r does not name %s" % (str(caught.exception), field))
+        self.assertEqual(s.count_observations("pulse"), {"real": 0, "synthetic": 0})
+
+    def test_atom(self):
+        for atom in ("", "1pulse", "pul se", "pulse;drop", None, 3, "x" * 65):
+            with self.subTest(atom=atom):
+                self.assertRejects("atom", atom=atom)
+
+    def test_values(self):
+        self.assertRejects("values", values=[1, 2])
+        self.assertRejects("values", values={})
+        self.assertRejects("values", values={1: 2.0})
+        self.assertRejects("values['M']", values={"C": 1, "M": "high"})
+        self.assertRejects("values['M']", values={"C": 1, "M": None})
+        self.assertRejects("values['M']", values={"C": 1, "M": True})
+        self.assertRejects("values['M']", values={"C": 1, "M": float("nan")})
+        self.assertRejects("values['M']", values={"C": 1, "M": float("inf")})
+
+    def test_other_fields(self):
+        self.assertRejects("ts", ts=float("nan"))
+        self.assertRejects("ts", ts="yesterday")
+        self.assertRejects("source", source=None)
+        self.assertRejects("synthetic", synthetic=2)
+        self.assertRejects("synthetic", synthetic="yes")
+
+    def test_score_fields(self):
+        s = self.open()
+        with self.assertRaisesRegex(ValueError, "^score"):
+            s.add_score("pulse", float("nan"))
+        with self.assertRaisesRegex(ValueError, "^threshold"):
+            s.add_score("pulse", 1.0, threshold="high")
+        with self.assertRaisesRegex(ValueError, "^tokens"):
+            s.add_score("pulse", 1.0, tokens=[{"surprise": float("inf")}])
+
+
+class TestScoresAndKV(StoreTestCase):
+    def test_scores(self):
+        s = self.open()
+        obs = s.add_observation("pulse", {"M": 93}, ts=1)
+        tokens = [{"token": "M9", "surprise": 3.25, "expected": "M5"}]
+        first = s.add_score("pulse", 3.25, threshold=2.0, verdict="anomaly", tokens=tokens,
+                            ts=1, observation_id=obs)
+        s.add_score("drift", 0.5, ts=2)
+        s.add_score("pulse", 0.75, threshold=2.0, verdict="normal", ts=3)
+
+        self.assertEqual([r["atom"] for r in s.latest_scores()], ["pulse", "drift", "pulse"])
+        pulse = s.latest_scores("pulse", limit=5)
+        self.assertEqual([r["ts"] for r in pulse], [3, 1])
+        self.assertEqual(pulse[1], {"id": first, "atom": "pulse", "ts": 1, "observation_id": obs,
+                                    "score": 3.25, "threshold": 2.0, "verdict": "anomaly",
+                                    "tokens": tokens})
+        self.assertEqual(len(s.latest_scores(limit=1)), 1)
+
+    def test_foreign_keys_are_enforced(self):
+        s = self.open()
+        with self.assertRaises(sqlite3.IntegrityError):
+            s.add_score("pulse", 1.0, observation_id=12345)
+
+    def test_kv(self):
+        s = self.open()
+        self.assertIsNone(s.get_kv("telegram.offset"))
+        self.assertEqual(s.get_kv("telegram.offset", 0), 0)
+        s.set_kv("telegram.offset", 41)
+        s.set_kv("telegram.offset", 42)
+        s.set_kv("state", {"paused": True, "atoms": ["pulse"]})
+        self.assertEqual(s.get_kv("telegram.offset"), 42)
+        self.assertEqual(s.get_kv("state"), {"paused": True, "atoms": ["pulse"]})
+        self.assertEqual(self.open().get_kv("telegram.offset"), 42)  # another connection
+
+
+class TestSchema(StoreTestCase):
+    TABLES = {"observations", "scores", "decisions", "alerts", "feedback", "outbox", "kv"}
+
+    def tables(self, path=None):
+        rows = self.raw(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+
+    def version(self, path=None):
+        return self.raw(path).execute("PRAGMA user_version").fetchone()[0]
+
+    def test_new_file(self):
+        self.open().close()
+        self.assertEqual(self.version(), len(store_module.MIGRATIONS))
+        self.assertTrue(self.TABLES <= self.tables())
+
+    def test_empty_file(self):
+        self.path.touch()  # a zero-byte file is a valid, empty SQLite database
+        self.open().add_observation("pulse", {"x": 1})
+        self.assertTrue(self.TABLES <= self.tables())
+
+    def test_version_0_db_with_other_tables(self):
+        conn = sqlite3.connect(str(self.path))
+        conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('kept')")
+        conn.commit()
+        conn.close()
+        self.open().close()
+        self.assertEqual(self.version(), 1)
+        self.assertEqual(self.raw().execute("SELECT text FROM notes").fetchall(), [("kept",)])
+
+    def test_reopen_keeps_data(self):
+        with Store(self.path) as s:
+            s.add_observation("pulse", {"x": 1}, ts=1)
+        with Store(self.path) as s:
+            self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0})
+
+    def test_pragmas(self):
+        conn = self.open().conn
+        self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], 1)
+        self.assertGreaterEqual(conn.execute("PRAGMA busy_timeout").fetchone()[0], 10000)
+
+    def test_too_new_version_is_a_clear_error(self):
+        conn = sqlite3.connect(str(self.path))
+        conn.execute("PRAGMA user_version = 99")
+        conn.close()
+        with self.assertRaises(StoreError) as caught:
+            Store(self.path)
+        message = str(caught.exception)
+        self.assertIn(str(self.path), message)
+        self.assertIn("99", message)
+        self.assertIn("upgrade KIRI", message)
+
+    def test_not_a_database_is_a_clear_error(self):
+        self.path.write_bytes(b"this is not sqlite, just some text long enough" * 20)
+        with self.assertRaisesRegex(StoreError, "cannot open"):
+            Store(self.path)
+
+    def test_older_db_is_migrated_forward(self):
+        with Store(self.path) as s:
+            s.add_observation("pulse", {"x": 1}, ts=1)
+
+        def add_column(conn):
+            conn.execute("ALTER TABLE alerts ADD COLUMN channel TEXT")
+
+        with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS + [add_column]):
+            with Store(self.path) as s:
+                self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0})
+        self.assertEqual(self.version(), 2)
+        columns = [r[1] for r in self.raw().execute("PRAGMA table_info(alerts)")]
+        self.assertIn("channel", columns)
+
+    def test_failed_migration_changes_nothing(self):
+        Store(self.path).close()
+
+        def half_done(conn):
+            conn.execute("CREATE TABLE half (x)")
+            conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+        with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS + [half_done]):
+            with self.assertRaisesRegex(StoreError, "version 1 to 2"):
+                Store(self.path)
+        self.assertEqual(self.version(), 1)
+        self.assertNotIn("half", self.tables())
+
+
+class TestJSONL(StoreTestCase):
+    def fill(self, s):
+        s.add_observation("pulse", {"C": 41.2, "M": 73}, ts=1700000000.125, source="linux")
+        s.add_observation("pulse", {"C": 0.1 + 0.2, "M": 1e-12}, ts=1700000001.0, source="macos")
+        s.add_observation("pulse", {"C": 50, "M": 50}, ts=1700000002.0, synthetic=True)
+        s.add_observation("drift", {"rx": 12345678901234}, ts=1700000000.5, source="mikrotik")
+
+    @staticmethod
+    def without_ids(rows):
+        return [{k: v for k, v in r.items() if k != "id"} for r in rows]
+
+    def test_export_then_import_gives_identical_rows(self):
+        a = self.open()
+        self.fill(a)
+        out = io.StringIO()
+        self.assertEqual(a.export_jsonl(out), 4)
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        self.assertEqual(set(lines[0]), {"atom", "ts", "values", "source", "synthetic"})
+
+        b = self.open(self.dir / "other.db")
+        report = b.import_jsonl(io.StringIO(out.getvalue()))
+        self.assertEqual(report, ImportReport(imported=4, skipped=[], duplicates=0))
+        for atom in ("pulse", "drift"):
+            self.assertEqual(self.without_ids(b.observations(atom)),
+                             self.without_ids(a.observations(atom)))
+
+    def test_export_one_atom(self):
+        s = self.open()
+        self.fill(s)
+        out = io.StringIO()
+        self.assertEqual(s.export_jsonl(out, atom="drift"), 1)
+        self.assertEqual(json.loads(out.getvalue())["atom"], "drift")
+
+    def test_bad_lines_are_reported_and_good_lines_imported(self):
+        text = "\n".join([
+            '{"atom": "pulse", "ts": 1, "values": {"C": 1}}',          # 1 good
+            '{"atom": "pulse", "ts": 2, "values": {"C": 2}',           # 2 bad JSON
+            '{"atom": "pulse", "ts": 3, "values": {"C": NaN}}',        # 3 NaN
+            '{"atom": "pulse", "values": {"C": 4}}',                   # 4 no ts
+            '',                                                        # 5 blank: ignored
+            '{"atom": "pulse", "ts": 6, "values": {"C": "busy"}}',     # 6 text value
+            '[{"atom": "pulse", "ts": 7, "values": {"C": 7}}]',        # 7 a list
+            '{"atom": "pulse", "ts": 8, "values": {"C": 8}, "synthetic": true}',  # 8 good
+            '{"atom": "", "ts": 9, "values": {"C": 9}}',               # 9 bad atom
+            '{"atom": "pulse", "ts": 10, "values": [10]}',             # 10 values not a dict
+            '{"atom": "pulse", "ts": 11, "values": {"C": 11}, "source": "linux"}',  # 11 good
+        ]) + "\n"
+        s = self.open()
+        report = s.import_jsonl(io.StringIO(text))
+        self.assertEqual(report.imported, 3)
+        self.assertEqual([n for n, _ in report.skipped], [2, 3, 4, 6, 7, 9, 10])
+        reasons = dict(report.skipped)
+        self.assertIn("not JSON", reasons[2])
+        self.assertIn("values['C']", reasons[3])
+        self.assertIn("ts", reasons[4])
+        self.assertIn("values['C']", reasons[6])
+        self.assertIn("not a JSON object", reasons[7])
+        self.assertIn("atom", reasons[9])
+        self.assertIn("values", reasons[10])
+
+        rows = s.observations("pulse")
+        self.assertEqual([(r["ts"], r["source"], r["synthetic"]) for r in rows],
+                         [(1, "import", False), (8, "import", True), (11, "linux", False)])
+
+    def test_double_import_does_not_duplicate(self):
+        a = self.open()
+        self.fill(a)
+        out = io.StringIO()
+        a.export_jsonl(out)
+        b = self.open(self.dir / "other.db")
+        b.import_jsonl(io.StringIO(out.getvalue()))
+        again = b.import_jsonl(io.StringIO(out.getvalue()))
+        self.assertEqual(again, ImportReport(imported=0, skipped=[], duplicates=4))
+        self.assertEqual(b.count_observations("pulse"), {"real": 2, "synthetic": 1})
+        self.assertEqual(b.count_observations("drift"), {"real": 1, "synthetic": 0})
+        # and importing into the database it came from changes nothing either
+        self.assertEqual(a.import_jsonl(io.StringIO(out.getvalue())).imported, 0)
+
+    def test_synthetic_rows_never_replace_real_ones(self):
+        s = self.open()
+        real = s.add_observation("pulse", {"C": 1}, ts=1, source="linux")
+        line = json.dumps({"atom": "pulse", "ts": 1, "values": {"C": 1}, "source": "model",
+                           "synthetic": True})
+        self.assertEqual(s.import_jsonl(io.StringIO(line + "\n")).imported, 1)
+        rows = s.observations("pulse")
+        self.assertEqual(len(rows), 2)
+        self.assertEqual(rows[0], {"id": real, "atom": "pulse", "ts": 1, "values": {"C": 1},
+                                   "source": "linux", "synthetic": False})
+        self.assertEqual(s.observations("pulse", real_only=True), rows[:1])
+
+
+class TestConcurrentWriters(StoreTestCase):
+    N = 300
+
+    def run_writers(self):
+        writers = [subprocess.Popen([sys.executable, WRITER, str(self.path), atom, str(self.N)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, universal_newlines=True)
+                   for atom in ("pulse", "drift")]
+        for w in writers:
+            self.addCleanup(self.stop, w)
+        # Let both write only once both are ready, so their writes really overlap.
+        for w in writers:
+            if w.stdout.readline().strip() != "ready":  # it died opening the db
+                self.fail("writer did not start:\n" + w.communicate()[1])
+        for w in writers:
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        for w in writers:
+            # The timeout only keeps a broken run from hanging forever; it is far
+            # beyond what 300 small inserts take on any machine, busy or not.
+            out, err = w.communicate(timeout=600)
+            self.assertEqual(w.returncode, 0, err)
+            self.assertNotIn("locked", err)
+
+        with Store(self.path) as s:
+            for atom in ("pulse", "drift"):
+                rows = s.observations(atom)
+                self.assertEqual(len(rows), self.N)
+                self.assertEqual(sorted(r["values"]["i"] for r in rows), list(range(self.N)))
+
+    @staticmethod
+    def stop(writer):
+        if writer.poll() is None:
+            writer.kill()
+        writer.communicate()
+
+    def test_two_processes_write_at_once(self):
+        Store(self.path).close()  # as when the daemon has created the db long ago
+        self.run_writers()
+
+    def test_two_processes_create_the_db_at_once(self):
+        self.run_writers()
+        self.assertEqual(self.raw().execute("PRAGMA journal_mode").fetchone()[0], "wal")
+
+
+class TestHome(unittest.TestCase):
+    def test_default_home(self):
+        with mock.patch.dict(os.environ, {"KIRI_HOME": "/srv/kiri"}):
+            self.assertEqual(default_home(), Path("/srv/kiri"))
+        with mock.patch.dict(os.environ, {"KIRI_HOME": "", "HOME": "/home/ann"}):
+            self.assertEqual(default_home(), Path("/home/ann/.kiri"))
+
+    def test_open_store_creates_private_home(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp) / "a" / "kiri"
+            with mock.patch.dict(os.environ, {"KIRI_HOME": str(home)}):
+                with open_store() as s:
+                    s.add_observation("pulse", {"x": 1})
+            self.assertTrue((home / "kiri.db").is_file())
+            self.assertEqual(home.stat().st_mode & 0o777, 0o700)
+
+
+if __name__ == "__main__":
+    unittest.main()
