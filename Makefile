@@ -8,8 +8,7 @@ PY39 := $(shell if python3.9 -c pass >/dev/null 2>&1; then echo python3.9; \
 .PHONY: demo test test-py3 test-py39 bench clean
 
 demo:
-	$(PYTHON) -m kiri names train --steps 300 --seed 42 --out /tmp/kiri-demo-names.json
-	$(PYTHON) -m kiri names sample -n 20 --seed 42 --weights /tmp/kiri-demo-names.json
+	$(PYTHON) -m kiri demo
 
 test: test-py3 test-py39
 

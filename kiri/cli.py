@@ -6,6 +6,7 @@ on stderr and exits non-zero; anything else is a bug and keeps its traceback.
 
 import argparse
 import contextlib
+import json
 import sys
 
 from . import __version__
@@ -48,7 +49,8 @@ def _number(text, kind, ok, wanted):
 
 
 def add_training_flags(p, steps, seed=42):
-    p.add_argument("--steps", type=positive_int, default=steps, help=f"training steps (default {steps})")
+    p.add_argument("--steps", type=positive_int, default=steps,
+                   help=f"training steps (default {steps if steps else 'the atom' + chr(39) + 's, 500'})")
     p.add_argument("--seed", type=nonnegative_int, default=seed, help=f"random seed (default {seed})")
     p.add_argument("--batch", type=positive_int, default=1, help="sequences per step, gradients averaged (default 1)")
     p.add_argument("--metrics", metavar="FILE", help="write one JSON line per step (step, loss, lr, seconds)")
@@ -58,6 +60,48 @@ def add_training_flags(p, steps, seed=42):
 def add_engine_flag(p):
     p.add_argument("--engine", choices=ENGINES, default=None,
                    help="fast (default), value (scalar autograd reference) or torch (optional)")
+
+
+ATOMS = ("pulse", "rhythm", "drift")
+
+
+def add_home_flag(p):
+    p.add_argument("--home", metavar="DIR", help="KIRI home directory (default $KIRI_HOME or ~/.kiri)")
+
+
+def add_atom_commands(commands, atom):
+    """`kiri <atom> collect|train|score`, the same for every atom but for a few collect flags."""
+    group = commands.add_parser(atom, help=f"the {atom} atom: collect, train, score")
+    verbs = group.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    verbs.required = True
+
+    p = verbs.add_parser("collect", help="take readings and store them (one, or every --interval for --duration)")
+    if atom == "drift":
+        p.add_argument("--added", type=nonnegative_int, help="tasks added in this period")
+        p.add_argument("--completed", type=nonnegative_int, help="tasks completed in this period")
+        p.add_argument("--switched", type=nonnegative_int, help="project switches in this period")
+    else:
+        p.add_argument("--interval", type=positive_float, help="seconds between readings")
+        p.add_argument("--duration", type=positive_float, help="seconds to keep collecting")
+    p.add_argument("--synthetic", "--dry-run", dest="synthetic", type=positive_int, metavar="N",
+                   help="instead, write N synthetic observations with daily/weekly patterns, ending now")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the synthetic history (default 0)")
+    add_home_flag(p)
+    p.set_defaults(run=run_collect, atom=atom)
+
+    p = verbs.add_parser("train", help="train on the stored history, calibrate the threshold, save weights")
+    add_training_flags(p, steps=None)
+    p.add_argument("--real-only", action="store_true", help="leave synthetic observations out")
+    p.add_argument("--days", type=positive_float, help="only the last N days of history")
+    add_home_flag(p)
+    p.set_defaults(run=run_train, atom=atom)
+
+    p = verbs.add_parser("score", help="score an observation (or the latest stored one) and explain it")
+    p.add_argument("--obs", metavar="TEXT", help="values ('C=95 M=90 …') or tokens ('C9 M9 …'); default: the latest stored")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_engine_flag(p)
+    add_home_flag(p)
+    p.set_defaults(run=run_score, atom=atom)
 
 
 def build_parser():
@@ -82,6 +126,33 @@ def build_parser():
     p.add_argument("--weights", metavar="FILE", help="weights file (default weights/names.json)")
     add_engine_flag(p)
     p.set_defaults(run=run_names_sample)
+
+    for atom in ATOMS:
+        add_atom_commands(commands, atom)
+
+    p = commands.add_parser("task", help="log one task event for Drift: add, done or switch")
+    p.add_argument("kind", choices=("add", "done", "switch"), help="a task added, completed, or a project switch")
+    p.add_argument("project", nargs="?", default="", help="project name (optional)")
+    add_home_flag(p)
+    p.set_defaults(run=run_task)
+
+    p = commands.add_parser("export", help="write stored observations as JSON lines")
+    p.add_argument("--atom", help="only this atom's observations")
+    p.add_argument("--format", choices=("jsonl",), default="jsonl", help="output format (jsonl)")
+    p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    add_home_flag(p)
+    p.set_defaults(run=run_export)
+
+    p = commands.add_parser("import", help="read observations from a JSON-lines file (bad lines are reported and skipped)")
+    p.add_argument("file", metavar="FILE.jsonl")
+    add_home_flag(p)
+    p.set_defaults(run=run_import)
+
+    p = commands.add_parser("demo", help="the monitor end to end: collect, synthetic history, train Pulse, score, explain")
+    p.add_argument("--seconds", type=positive_int, default=20, help="seconds of real readings (default 20)")
+    p.add_argument("--steps", type=positive_int, default=400, help="training steps (default 400)")
+    add_home_flag(p)
+    p.set_defaults(run=run_demo)
 
     bench = commands.add_parser("bench", help="benchmarks: speed")
     bench_kinds = bench.add_subparsers(dest="kind", metavar="BENCH", parser_class=Parser)
@@ -113,6 +184,7 @@ def settings_for(args):
     return load_settings(home=getattr(args, "home", None), engine=getattr(args, "engine", None))
 
 
+
 def run_names_train(args):
     from . import names
     settings = settings_for(args)
@@ -130,6 +202,124 @@ def run_names_sample(args):
         print(name)
 
 
+@contextlib.contextmanager
+def opened_store(settings):
+    from .store import StoreError, open_store
+    try:
+        store = open_store(settings.home)
+    except (StoreError, OSError) as e:
+        raise KiriError(str(e)) from None
+    with store:
+        yield store
+
+
+def run_collect(args):
+    from .atoms import verbs
+    settings = settings_for(args)
+    module = verbs.atom_module(args.atom)
+    with opened_store(settings) as store:
+        if args.synthetic:
+            n = verbs.add_synthetic(module, store, args.synthetic, seed=args.seed)
+            print(f"{args.atom}: wrote {n} synthetic observations (marked synthetic)")
+        elif args.atom == "drift" and any(v is not None for v in (args.added, args.completed, args.switched)):
+            values = {"A": args.added or 0, "C": args.completed or 0, "S": args.switched or 0}
+            store.add_observation("drift", values, source="cli")
+            print(f"drift: logged {verbs.describe_values(module.SPEC, values)}")
+        else:
+            verbs.collect(module, settings, store, interval=getattr(args, "interval", None),
+                          duration=getattr(args, "duration", None), report=print_flush)
+
+
+def print_flush(line):
+    print(line, flush=True)
+
+
+def run_train(args):
+    from .atoms import verbs
+    settings = settings_for(args)
+    module = verbs.atom_module(args.atom)
+    with opened_store(settings) as store, metrics_file(args.metrics) as metrics:
+        report = verbs.train(module, settings, store, steps=args.steps, seed=args.seed, batch=args.batch,
+                             real_only=args.real_only, days=args.days, progress=Progress(label=args.atom),
+                             metrics=metrics)
+    print(f"{args.atom}: trained {report.steps} steps on {report.sequences} sequences "
+          f"({report.real} real, {report.synthetic} synthetic observations) in {report.seconds:.1f}s; "
+          f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}")
+    print(f"{args.atom}: threshold {report.threshold:.3f} (99th percentile of {report.held_out} held-out scores); "
+          f"saved {settings.weights_path(args.atom)}")
+
+
+def run_score(args):
+    from .atoms import verbs
+    settings = settings_for(args)
+    module = verbs.atom_module(args.atom)
+    with opened_store(settings) as store:
+        result = verbs.score(module, settings, store, obs=args.obs)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(format_score(result))
+
+
+def format_score(result):
+    """The score, the verdict and the per-token table a person reads."""
+    lines = [f"{result.atom}: score {result.score:.3f}  threshold {result.threshold:.3f}  "
+             f"ratio {result.ratio:.2f}  {result.verdict.upper()}"]
+    lines.append(f"  {'token':<7}{'surprise':>9}  {'expected':<9}{'p':>6}")
+    for t in result.tokens:
+        mark = "  <-- unexpected" if t["surprise"] > max(result.threshold, 2.0) else ""
+        lines.append(f"  {t['token']:<7}{t['surprise']:>9.2f}  {t['expected']:<9}{t['p_expected']:>6.2f}{mark}")
+    if result.clamped:
+        lines.append(f"  clamped to the edge bucket: {', '.join(result.clamped)}")
+    return "\n".join(lines)
+
+
+def run_task(args):
+    settings = settings_for(args)
+    with opened_store(settings) as store:
+        try:
+            store.add_event("drift", args.kind, args.project)
+        except ValueError as e:
+            raise KiriError(f"task: {e}") from None
+    print(f"drift: logged task {args.kind}" + (f" ({args.project})" if args.project else ""))
+
+
+def run_export(args):
+    settings = settings_for(args)
+    with opened_store(settings) as store:
+        if args.out:
+            try:
+                with open(args.out, "w", encoding="utf-8") as f:
+                    n = store.export_jsonl(f, atom=args.atom)
+            except OSError as e:
+                raise KiriError(f"cannot write {args.out}: {e.strerror}") from None
+            print(f"exported {n} observations to {args.out}", file=sys.stderr)
+        else:
+            store.export_jsonl(sys.stdout, atom=args.atom)
+
+
+def run_import(args):
+    settings = settings_for(args)
+    try:
+        f = open(args.file, encoding="utf-8")
+    except OSError as e:
+        raise KiriError(f"cannot read {args.file}: {e.strerror}") from None
+    with f, opened_store(settings) as store:
+        report = store.import_jsonl(f)
+    for line, reason in report.skipped:
+        print(f"{args.file}:{line}: skipped: {reason}", file=sys.stderr)
+    print(f"imported {report.imported} observations, skipped {len(report.skipped)} bad lines, "
+          f"{report.duplicates} already stored")
+    if report.skipped:
+        return EXIT_USER_ERROR
+
+
+def run_demo(args):
+    from . import demo
+    demo.run(home=args.home, seconds=args.seconds, steps=args.steps, report=print_flush,
+             progress=Progress(label="pulse"), format_score=format_score)
+
+
 def run_bench_speed(args):
     from .bench import speed
     speed.main(as_json=args.json, ref_steps=args.ref_steps, fast_steps=args.fast_steps)
@@ -138,16 +328,21 @@ def run_bench_speed(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except KiriError as e:
         print(f"kiri: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("kiri: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 def main_exit():
     """Entry point of the `kiri` console script."""
     sys.exit(main())
+
+
+def run_atom_verb(atom, verb):
+    """Entry point of `python -m kiri.atoms.<atom>.<verb>`."""
+    sys.exit(main([atom, verb] + sys.argv[1:]))

@@ -23,6 +23,11 @@ BUSY_TIMEOUT = 10.0  # seconds a writer waits for another writer's transaction
 
 ATOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
+# Drift's task events, and the value each kind is counted under when a period of
+# events becomes one observation: A(dded), C(ompleted), S(witched project).
+EVENT_KINDS = {"add": "A", "done": "C", "switch": "S"}
+PROJECT_MAX = 200
+
 
 class StoreError(Exception):
     """A database KIRI cannot use: not SQLite, too new, or a migration that failed."""
@@ -125,7 +130,29 @@ def _migrate_0_to_1(conn):
     conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
-MIGRATIONS = [_migrate_0_to_1]
+def _migrate_1_to_2(conn):
+    # Drift's raw task events. The atom learns from periods, not single events, so
+    # aggregate_events() folds the pending events of a period into one observation
+    # and records its id in period_id: NULL means "not counted yet", and an event is
+    # never counted twice because only NULL rows are ever counted. The partial index
+    # holds only pending rows, so finding them stays cheap however long history grows.
+    # kind is checked in Python, for the same reason as the enumerations above.
+    conn.execute("""
+        CREATE TABLE events (
+            id        INTEGER PRIMARY KEY,
+            atom      TEXT NOT NULL,
+            ts        REAL NOT NULL,
+            kind      TEXT NOT NULL,
+            project   TEXT NOT NULL DEFAULT '',
+            period_id INTEGER REFERENCES observations (id)
+        )""")
+    conn.execute("CREATE INDEX events_pending ON events (atom, ts) WHERE period_id IS NULL")
+    # Serves "which events made this observation" and the foreign key check when
+    # an observation is deleted (which the reference refuses while events point at it).
+    conn.execute("CREATE INDEX events_period ON events (period_id)")
+
+
+MIGRATIONS = [_migrate_0_to_1, _migrate_1_to_2]
 
 
 # ---------------------------------------------------------------------------
@@ -168,6 +195,22 @@ def _check_text(field, text):
     if not isinstance(text, str):
         raise ValueError("%s: must be a string, got %r" % (field, text))
     return text
+
+
+def _check_kind(kind):
+    # isinstance first: an unhashable kind (a list) would make `in` raise TypeError.
+    if not isinstance(kind, str) or kind not in EVENT_KINDS:
+        raise ValueError("kind: must be one of %s, got %r"
+                         % (", ".join(repr(k) for k in EVENT_KINDS), kind))
+    return kind
+
+
+def _check_project(project):
+    _check_text("project", project)
+    if len(project) > PROJECT_MAX:
+        raise ValueError("project: must be at most %d characters, got %d"
+                         % (PROJECT_MAX, len(project)))
+    return project
 
 
 def _check_synthetic(synthetic):
@@ -373,6 +416,11 @@ class Store:
         rows.reverse()
         return rows
 
+    def observation(self, observation_id):
+        """One observation by id, or None."""
+        row = self.conn.execute("SELECT * FROM observations WHERE id = ?", (observation_id,)).fetchone()
+        return None if row is None else self._observation(row)
+
     def latest_observation(self, atom, real_only=False):
         """The newest observation of atom, or None."""
         rows = self.observations(atom, limit=1, real_only=real_only)
@@ -384,6 +432,79 @@ class Store:
             "SELECT synthetic, COUNT(*) FROM observations WHERE atom = ? GROUP BY synthetic",
             (atom,)).fetchall())
         return {"real": counts.get(0, 0), "synthetic": counts.get(1, 0)}
+
+    def atoms(self):
+        """Sorted names of the atoms that have at least one observation."""
+        # DISTINCT walks the (atom, ts, ...) index, not the table.
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT atom FROM observations ORDER BY atom")]
+
+    def observation_count(self, atom=None):
+        """How many observations (real and synthetic) atom has, or all atoms together."""
+        if atom is None:
+            return self.conn.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM observations WHERE atom = ?",
+                                 (atom,)).fetchone()[0]
+
+    # -- events ------------------------------------------------------------------
+
+    def add_event(self, atom, kind, project="", ts=None):
+        """Store one task event (kind 'add', 'done' or 'switch') and return its id.
+
+        ts defaults to now. The event stays pending until aggregate_events() counts it.
+        """
+        row = (_check_atom(atom),
+               self.clock() if ts is None else _check_ts(ts),
+               _check_kind(kind),
+               _check_project(project))
+        with self._write() as conn:
+            return conn.execute("INSERT INTO events (atom, ts, kind, project) VALUES (?, ?, ?, ?)",
+                                row).lastrowid
+
+    def pending_events(self, atom):
+        """Events of atom not yet counted by aggregate_events(), oldest first."""
+        return [{"id": r["id"], "atom": r["atom"], "ts": r["ts"], "kind": r["kind"],
+                 "project": r["project"], "period_id": r["period_id"]}
+                for r in self.conn.execute(
+                    "SELECT * FROM events WHERE atom = ? AND period_id IS NULL"
+                    " ORDER BY ts, id", (atom,))]
+
+    def aggregate_events(self, atom, until=None, ts=None, source="events"):
+        """Fold atom's pending events with ts < until into one observation; return its id.
+
+        The observation's values are {"A": adds, "C": dones, "S": switches}, at ts
+        (default: until, which defaults to now). The counted events are marked with
+        the observation's id, so they are never counted again. With no pending event
+        before until, nothing is written and the result is None.
+        """
+        _check_atom(atom)
+        until = self.clock() if until is None else float(_check_number("until", until))
+        ts = until if ts is None else _check_ts(ts)
+        _check_text("source", source)
+        pending = "atom = ? AND period_id IS NULL AND ts < ?"
+        # Count, insert and mark in one write transaction: BEGIN IMMEDIATE holds the
+        # write lock from the count on, so no other process can count the same events
+        # or add one that would be marked here without having been counted.
+        with self._write() as conn:
+            counts = dict(conn.execute("SELECT kind, COUNT(*) FROM events WHERE " + pending
+                                       + " GROUP BY kind", (atom, until)).fetchall())
+            if not counts:
+                return None
+            values = {key: counts.get(kind, 0) for kind, key in EVENT_KINDS.items()}
+            try:
+                # Plain INSERT, not OR IGNORE: folding these events into an existing
+                # identical observation would silently lose them from the counts.
+                period = conn.execute(
+                    'INSERT INTO observations (atom, ts, "values", source, synthetic)'
+                    " VALUES (?, ?, ?, ?, 0)",
+                    (atom, ts, _canonical_json(values), source)).lastrowid
+            except sqlite3.IntegrityError:
+                # Rolled back with the transaction, so the events stay pending.
+                raise ValueError("ts: %s already has an observation %s at %r; pass another ts"
+                                 % (atom, _canonical_json(values), ts)) from None
+            conn.execute("UPDATE events SET period_id = ? WHERE " + pending,
+                         (period, atom, until))
+            return period
 
     # -- scores ----------------------------------------------------------------
 

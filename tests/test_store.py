@@ -100,6 +100,21 @@ class TestObservations(StoreTestCase):
                                 {"atom": "pulse", "values": {"x": "high"}, "ts": 2}])
         self.assertEqual(s.observations("pulse"), [])
 
+    def test_atoms_and_observation_count(self):
+        s = self.open()
+        self.assertEqual(s.atoms(), [])
+        self.assertEqual(s.observation_count(), 0)
+        self.assertEqual(s.observation_count("pulse"), 0)
+        s.add_observation("rhythm", {"x": 1}, ts=1)
+        s.add_observation("pulse", {"x": 1}, ts=1)
+        s.add_observation("pulse", {"x": 2}, ts=2, synthetic=True)
+        s.add_observation("drift", {"x": 1}, ts=1)
+        s.add_event("nerve", "add", ts=1)  # events alone are not observations
+        self.assertEqual(s.atoms(), ["drift", "pulse", "rhythm"])
+        self.assertEqual(s.observation_count(), 4)
+        self.assertEqual(s.observation_count("pulse"), 2)  # synthetic rows count too
+        self.assertEqual(s.observation_count("nerve"), 0)
+
 
 class TestValidation(StoreTestCase):
     def assertRejects(self, field, **kwargs):
@@ -180,7 +195,8 @@ class TestScoresAndKV(StoreTestCase):
 
 
 class TestSchema(StoreTestCase):
-    TABLES = {"observations", "scores", "decisions", "alerts", "feedback", "outbox", "kv"}
+    TABLES = {"observations", "scores", "decisions", "alerts", "feedback", "outbox", "kv",
+              "events"}
 
     def tables(self, path=None):
         rows = self.raw(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -206,7 +222,7 @@ class TestSchema(StoreTestCase):
         conn.commit()
         conn.close()
         self.open().close()
-        self.assertEqual(self.version(), 1)
+        self.assertEqual(self.version(), len(store_module.MIGRATIONS))
         self.assertEqual(self.raw().execute("SELECT text FROM notes").fetchall(), [("kept",)])
 
     def test_reopen_keeps_data(self):
@@ -247,7 +263,7 @@ class TestSchema(StoreTestCase):
         with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS + [add_column]):
             with Store(self.path) as s:
                 self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0})
-        self.assertEqual(self.version(), 2)
+        self.assertEqual(self.version(), len(store_module.MIGRATIONS) + 1)
         columns = [r[1] for r in self.raw().execute("PRAGMA table_info(alerts)")]
         self.assertIn("channel", columns)
 
@@ -258,11 +274,137 @@ class TestSchema(StoreTestCase):
             conn.execute("CREATE TABLE half (x)")
             conn.execute("INSERT INTO no_such_table VALUES (1)")
 
+        n = len(store_module.MIGRATIONS)
         with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS + [half_done]):
-            with self.assertRaisesRegex(StoreError, "version 1 to 2"):
+            with self.assertRaisesRegex(StoreError, "version %d to %d" % (n, n + 1)):
                 Store(self.path)
-        self.assertEqual(self.version(), 1)
+        self.assertEqual(self.version(), n)
         self.assertNotIn("half", self.tables())
+
+    def test_version_1_db_is_migrated_to_2(self):
+        # A database as the first release left it: made by the first migration only.
+        with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1]):
+            with Store(self.path) as s:
+                obs = s.add_observation("pulse", {"C": 41.5}, ts=1, source="linux")
+                s.add_score("pulse", 2.5, ts=1, observation_id=obs)
+                s.set_kv("telegram.offset", 42)
+        self.assertEqual(self.version(), 1)
+        self.assertNotIn("events", self.tables())
+
+        with self.open() as s:
+            self.assertEqual(s.observations("pulse"), [
+                {"id": obs, "atom": "pulse", "ts": 1, "values": {"C": 41.5}, "source": "linux",
+                 "synthetic": False}])
+            self.assertEqual(s.latest_scores("pulse")[0]["observation_id"], obs)
+            self.assertEqual(s.get_kv("telegram.offset"), 42)
+            s.add_event("drift", "add", ts=2)
+            s.add_event("drift", "done", ts=3)
+            period = s.aggregate_events("drift", until=10)
+            self.assertEqual(s.observations("drift")[0]["values"], {"A": 1, "C": 1, "S": 0})
+            self.assertEqual(s.atoms(), ["drift", "pulse"])
+        self.assertEqual(self.version(), 2)
+        self.assertIn("events", self.tables())
+        self.assertEqual(self.raw().execute("SELECT period_id FROM events").fetchall(),
+                         [(period,), (period,)])
+
+
+class TestEvents(StoreTestCase):
+    def period_ids(self):
+        """{event id: period_id} of every event, read behind Store's back."""
+        return dict(self.raw().execute("SELECT id, period_id FROM events"))
+
+    def test_add_and_pending(self):
+        s = self.open()
+        late = s.add_event("drift", "done", project="kiri", ts=3)
+        early = s.add_event("drift", "add", project="kiri", ts=1)
+        now = s.add_event("drift", "switch")
+        s.add_event("other", "add", ts=2)
+        self.assertEqual(s.pending_events("drift"), [
+            {"id": early, "atom": "drift", "ts": 1, "kind": "add", "project": "kiri",
+             "period_id": None},
+            {"id": late, "atom": "drift", "ts": 3, "kind": "done", "project": "kiri",
+             "period_id": None},
+            {"id": now, "atom": "drift", "ts": 5000.0, "kind": "switch", "project": "",
+             "period_id": None}])
+        self.assertEqual(s.pending_events("nobody"), [])
+
+    def test_aggregate_counts_each_kind(self):
+        s = self.open()
+        ids = [s.add_event("drift", kind, ts=ts) for ts, kind in
+               [(1, "add"), (2, "add"), (3, "switch"), (3.5, "add"), (4, "done"), (6, "done")]]
+        first = s.aggregate_events("drift", until=4)  # ts < until: the event at 4 waits
+        self.assertEqual(s.observations("drift"), [
+            {"id": first, "atom": "drift", "ts": 4, "values": {"A": 3, "C": 0, "S": 1},
+             "source": "events", "synthetic": False}])
+        self.assertEqual([e["ts"] for e in s.pending_events("drift")], [4, 6])
+
+        second = s.aggregate_events("drift", until=10, ts=9.5, source="cli")
+        self.assertEqual(s.observations("drift")[1], {
+            "id": second, "atom": "drift", "ts": 9.5, "values": {"A": 0, "C": 2, "S": 0},
+            "source": "cli", "synthetic": False})
+        self.assertEqual(s.pending_events("drift"), [])
+        self.assertEqual(self.period_ids(), dict(zip(ids, [first] * 4 + [second] * 2)))
+
+    def test_aggregate_defaults_to_now(self):
+        s = self.open()  # its clock says 5000
+        s.add_event("drift", "add", ts=4999)
+        s.add_event("drift", "add")  # at 5000, so not before now
+        period = s.aggregate_events("drift")
+        self.assertEqual(s.latest_observation("drift")["ts"], 5000.0)
+        self.assertEqual(s.latest_observation("drift")["values"], {"A": 1, "C": 0, "S": 0})
+        self.assertEqual([e["ts"] for e in s.pending_events("drift")], [5000.0])
+        self.assertIsNotNone(period)
+
+    def test_nothing_pending_writes_nothing(self):
+        s = self.open()
+        self.assertIsNone(s.aggregate_events("drift", until=10))
+        s.add_event("drift", "add", ts=20)   # after until
+        s.add_event("other", "add", ts=1)    # another atom's
+        self.assertIsNone(s.aggregate_events("drift", until=10))
+        s.add_event("drift", "done", ts=5)
+        self.assertIsNotNone(s.aggregate_events("drift", until=10))
+        self.assertIsNone(s.aggregate_events("drift", until=10))  # already counted
+        self.assertEqual(s.observation_count(), 1)
+
+    def test_identical_observation_is_refused_and_events_stay_pending(self):
+        s = self.open()
+        existing = s.add_observation("drift", {"A": 1, "C": 0, "S": 0}, ts=10)
+        event = s.add_event("drift", "add", ts=5)
+        # Returning `existing` would silently drop this event from every count.
+        with self.assertRaisesRegex(ValueError, "^ts"):
+            s.aggregate_events("drift", until=10)
+        self.assertEqual([e["id"] for e in s.pending_events("drift")], [event])
+        self.assertEqual([o["id"] for o in s.observations("drift")], [existing])
+        self.assertIsNotNone(s.aggregate_events("drift", until=10, ts=10.5))
+
+    def test_bad_events_are_refused(self):
+        s = self.open()
+        good = dict(atom="drift", kind="add", project="kiri", ts=1.0)
+        for field, bad in [("kind", "delete"), ("kind", "ADD"), ("kind", None),
+                           ("kind", ["add"]), ("project", None), ("project", 3),
+                           ("project", "x" * 201), ("atom", ""), ("atom", "drift;"),
+                           ("ts", float("nan")), ("ts", "now")]:
+            with self.subTest(field=field, bad=bad):
+                args = dict(good, **{field: bad})
+                with self.assertRaises(ValueError) as caught:
+                    s.add_event(**args)
+                self.assertTrue(str(caught.exception).startswith(field), str(caught.exception))
+        self.assertEqual(s.pending_events("drift"), [])
+        s.add_event("drift", "switch", project="x" * 200, ts=1)  # the limit itself is fine
+        self.assertEqual(len(s.pending_events("drift")), 1)
+
+    def test_bad_aggregation_is_refused(self):
+        s = self.open()
+        s.add_event("drift", "add", ts=1)
+        for field, kwargs in [("atom", {"atom": "1drift"}), ("until", {"until": float("inf")}),
+                              ("until", {"until": "now"}), ("ts", {"ts": float("nan")}),
+                              ("source", {"source": None})]:
+            with self.subTest(kwargs=kwargs):
+                args = dict({"atom": "drift", "until": 10}, **kwargs)
+                with self.assertRaisesRegex(ValueError, "^" + field):
+                    s.aggregate_events(**args)
+        self.assertEqual(len(s.pending_events("drift")), 1)
+        self.assertEqual(s.observation_count(), 0)
 
 
 class TestJSONL(StoreTestCase):
@@ -359,11 +501,12 @@ class TestJSONL(StoreTestCase):
 class TestConcurrentWriters(StoreTestCase):
     N = 300
 
-    def run_writers(self):
-        writers = [subprocess.Popen([sys.executable, WRITER, str(self.path), atom, str(self.N)],
+    def run_writers(self, *argvs):
+        """Run one store_writer.py per argv (arguments after DB) at once; check they all succeed."""
+        writers = [subprocess.Popen([sys.executable, WRITER, str(self.path)] + list(argv),
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, universal_newlines=True)
-                   for atom in ("pulse", "drift")]
+                   for argv in argvs]
         for w in writers:
             self.addCleanup(self.stop, w)
         # Let both write only once both are ready, so their writes really overlap.
@@ -380,6 +523,8 @@ class TestConcurrentWriters(StoreTestCase):
             self.assertEqual(w.returncode, 0, err)
             self.assertNotIn("locked", err)
 
+    def write_observations_at_once(self):
+        self.run_writers(["pulse", str(self.N)], ["drift", str(self.N)])
         with Store(self.path) as s:
             for atom in ("pulse", "drift"):
                 rows = s.observations(atom)
@@ -394,11 +539,36 @@ class TestConcurrentWriters(StoreTestCase):
 
     def test_two_processes_write_at_once(self):
         Store(self.path).close()  # as when the daemon has created the db long ago
-        self.run_writers()
+        self.write_observations_at_once()
 
     def test_two_processes_create_the_db_at_once(self):
-        self.run_writers()
+        self.write_observations_at_once()
         self.assertEqual(self.raw().execute("PRAGMA journal_mode").fetchone()[0], "wal")
+
+    def test_two_processes_aggregate_at_once(self):
+        # Both add events and aggregate the same periods, racing for the same
+        # pending events; each event must end up in exactly one observation.
+        Store(self.path).close()
+        self.run_writers(["drift", str(self.N), "events", "0"],
+                         ["drift", str(self.N), "events", "1"])
+        with Store(self.path) as s:
+            self.assertEqual(s.pending_events("drift"), [])
+            periods = s.observations("drift")
+        events = self.raw().execute("SELECT kind, period_id FROM events").fetchall()
+        self.assertEqual(len(events), 2 * self.N)
+
+        # Plain dicts with every key, not Counters: before Python 3.10, Counter
+        # equality told {"C": 0} apart from {}.
+        counted = {}  # period id -> {"A": n, "C": n, "S": n} of the events marked with it
+        for kind, period in events:
+            values = counted.setdefault(period, {"A": 0, "C": 0, "S": 0})
+            values[store_module.EVENT_KINDS[kind]] += 1
+        self.assertEqual(set(counted), {p["id"] for p in periods})
+        for p in periods:
+            self.assertEqual(p["values"], counted[p["id"]], p)
+        totals = {key: sum(p["values"][key] for p in periods) for key in "ACS"}
+        self.assertEqual(totals, {key: sum(store_module.EVENT_KINDS[k] == key for k, _ in events)
+                                  for key in "ACS"})
 
 
 class TestHome(unittest.TestCase):

@@ -4,11 +4,11 @@ There is no /proc on macOS, so every value comes from a command's output. The
 parsers are pure functions of that text (tested on recorded outputs); read() runs
 the commands through an injectable `run(argv) -> stdout`.
 """
+import functools
 import os
 import re
-import subprocess
 
-from kiri.atoms.sources import CollectorError
+from kiri.atoms.sources import CollectorError, run_command as _run_command
 
 # Absolute paths: a LaunchAgent starts with PATH=/usr/bin:/bin:/usr/sbin:/sbin.
 VM_STAT = "/usr/bin/vm_stat"
@@ -183,23 +183,8 @@ def network_up(ifconfig_text):
 # ----------------------------------------------------------------------------
 # Reading the machine
 
-def run_command(argv, timeout=30):
-    """Run a system command with LC_ALL=C and return its stdout; any failure is a CollectorError."""
-    # Under some locales numbers print with a decimal comma; C keeps them parseable.
-    env = dict(os.environ, LC_ALL="C")
-    try:
-        done = subprocess.run(argv, capture_output=True, encoding="utf-8", errors="replace",
-                              env=env, timeout=timeout)
-    except FileNotFoundError:
-        raise CollectorError(f"pulse: command not found: {argv[0]}") from None
-    except subprocess.TimeoutExpired:
-        raise CollectorError(f"pulse: {' '.join(argv)} did not finish within {timeout} s") from None
-    except OSError as error:
-        raise CollectorError(f"pulse: cannot run {argv[0]}: {error.strerror or error}") from None
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["no message"])[0]
-        raise CollectorError(f"pulse: {' '.join(argv)} failed (exit {done.returncode}): {reason}")
-    return done.stdout
+# The default `run`: the shared runner, its messages starting "pulse:".
+run_command = functools.partial(_run_command, source="pulse")
 
 
 def read(run=run_command, disk_path=None):

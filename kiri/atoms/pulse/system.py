@@ -2,7 +2,7 @@
 import sys
 
 from kiri.atoms.pulse import linux, macos
-from kiri.atoms.sources import CollectorError
+from kiri.atoms.sources import PLATFORM, CollectorError
 
 
 def source_for(platform):
@@ -17,8 +17,11 @@ def source_for(platform):
 _read = source_for(sys.platform)
 
 
-def collect():
-    """One pulse reading of this machine: {"C", "M", "D", "S", "L", "N"} as raw numbers."""
+def collect(disk_path=None):
+    """One pulse reading of this machine: {"C", "M", "D", "S", "L", "N"} as raw numbers.
+
+    `disk_path` picks the volume D measures (default: / on Linux, the data volume on macOS).
+    """
     if _read is None:
         raise CollectorError(f"pulse: no system source for platform {sys.platform}")
-    return _read()
+    return _read(disk_path=disk_path) if disk_path else _read()

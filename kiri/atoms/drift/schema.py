@@ -1,0 +1,48 @@
+"""Drift: task flow — tasks added, tasks completed and project switches per period.
+
+One observation is `A3 C1 S2`: 3 tasks added, 1 completed, 2 switches between projects
+in one period (an hour by default). Counts come from `kiri drift collect --added …`
+or from single events (`kiri task add|done|switch <project>`) summed per period. Each
+period is read after the three before it, so a burst of new work that nothing
+completes stands out against the usual ebb and flow.
+"""
+
+import math
+import time
+
+from ..atom import AtomSpec
+
+SPEC = AtomSpec(
+    name="drift",
+    schema={"A": (0, 10, 10), "C": (0, 10, 10), "S": (0, 10, 10)},
+    labels={"A": ("tasks added", ""), "C": ("tasks completed", ""), "S": ("project switches", "")},
+    n_embd=32, n_layer=2, n_head=4, block_size=16,
+    context=3, interval=3600.0, steps=500,
+)
+
+
+def collect_once(settings, store, now):
+    """Close the current period: its single events counted per kind (zeros if there were none)."""
+    obs_id = store.aggregate_events("drift", until=now, ts=now)
+    if obs_id is None:
+        obs_id = store.add_observation("drift", {"A": 0, "C": 0, "S": 0}, ts=now, source="events")
+    return obs_id
+
+
+def synthetic(rng, ts):
+    """A plausible period at time ts: steady work on weekdays 9:00–18:00, quiet otherwise."""
+    t = time.localtime(ts)
+    working = t.tm_wday < 5 and 9 <= t.tm_hour < 18
+    if not working:
+        return {"A": poisson(rng, 0.2), "C": poisson(rng, 0.1), "S": 0}
+    return {"A": poisson(rng, 2.0), "C": poisson(rng, 1.8), "S": poisson(rng, 0.8)}
+
+
+def poisson(rng, mean):
+    """Knuth's method; means here are small."""
+    limit, k, p = math.exp(-mean), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1

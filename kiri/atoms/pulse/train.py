@@ -1,0 +1,6 @@
+"""`python -m kiri.atoms.pulse.train …` is `kiri pulse train …`: the same function, the same flags."""
+
+from kiri.cli import run_atom_verb
+
+if __name__ == "__main__":
+    run_atom_verb("pulse", "train")

@@ -1,0 +1,171 @@
+"""What you can do with any atom — collect, add synthetic history, train, score — as library calls.
+
+`kiri <atom> <verb>` and `python -m kiri.atoms.<atom>.<verb>` are thin wrappers over
+these functions; the daemon calls them too. An atom module (`kiri.atoms.pulse.schema`
+and its siblings) gives its SPEC, a `read(settings, store)` that returns one reading
+(or a `collect_once(settings, store, now)` that stores one itself) and `synthetic(rng, ts)`.
+"""
+
+import importlib
+import random
+import time
+
+from ..errors import KiriError
+from .atom import Atom
+from .sources import CollectorError
+
+BUILTIN = ("pulse", "rhythm", "drift")
+
+
+def atom_module(name):
+    if name not in BUILTIN:
+        raise KiriError(f"unknown atom {name!r}; choose one of {', '.join(BUILTIN)}")
+    return importlib.import_module(f"kiri.atoms.{name}.schema")
+
+
+def load_atom(module, settings):
+    """The atom with its saved weights under KIRI_HOME (untrained if there are none yet)."""
+    return Atom.load(module.SPEC, settings.weights_path(module.SPEC.name), engine=settings.engine)
+
+
+# --- collect ------------------------------------------------------------------------
+
+def collect_once(module, settings, store, now=None):
+    """Take one reading now and store it; returns the stored observation."""
+    now = time.time() if now is None else now
+    if hasattr(module, "collect_once"):
+        obs_id = module.collect_once(settings, store, now)
+    else:
+        values, source = module.read(settings, store)
+        obs_id = store.add_observation(module.SPEC.name, values, ts=now, source=source)
+    return store.observation(obs_id)
+
+
+def collect(module, settings, store, interval=None, duration=None, report=None,
+            clock=time.time, sleep=time.sleep):
+    """Readings every `interval` seconds for `duration` seconds (one if neither is given).
+
+    Samples are taken on a fixed grid (start + k·interval), so a slow reading does not
+    make the series drift. A reading that fails is reported and skipped; the loop goes on.
+    Returns the stored observations; none at all is an error.
+    """
+    total = 1 if not duration else max(1, int(duration // (interval or module.SPEC.interval)))
+    interval = interval or module.SPEC.interval
+    report = report or (lambda line: None)
+    stored, start = [], clock()
+    last_error = None
+    for k in range(total):
+        wait = start + k * interval - clock()
+        if wait > 0:
+            sleep(wait)
+        try:
+            obs = collect_once(module, settings, store, now=clock())
+        except CollectorError as e:
+            last_error = e
+            report(f"{k + 1}/{total} | skipped: {e}")
+            continue
+        stored.append(obs)
+        report(f"{k + 1}/{total} | {describe_values(module.SPEC, obs['values'])}")
+    if not stored:
+        raise KiriError(str(last_error))
+    return stored
+
+
+def describe_values(spec, values):
+    """'C=15% M=74% D=41% …' for a progress line."""
+    parts = []
+    for prefix in spec.schema:
+        unit = spec.labels.get(prefix, ("", ""))[1]
+        value = values.get(prefix)
+        text = f"{value:.0f}" if unit == "%" else f"{value:g}" if isinstance(value, int) else f"{value:.2f}"
+        parts.append(f"{prefix}={text}{unit}")
+    return " ".join(parts)
+
+
+def add_synthetic(module, store, n, seed=0, end=None, interval=None):
+    """Write n synthetic observations ending at `end` (default now), one per interval.
+
+    They are marked synthetic, so they never replace real rows and training can leave them out.
+    """
+    if n < 1:
+        raise KiriError(f"--synthetic needs a count of at least 1, got {n}")
+    rng = random.Random(seed)
+    interval = interval or module.SPEC.interval
+    end = time.time() if end is None else end
+    rows = []
+    for i in range(n):
+        ts = end - (n - i) * interval
+        rows.append({"atom": module.SPEC.name, "ts": ts, "values": module.synthetic(rng, ts),
+                     "source": "synthetic", "synthetic": True})
+    return store.add_observations(rows)
+
+
+# --- train --------------------------------------------------------------------------
+
+def history_for(module, store, real_only=False, days=None, now=None):
+    """The stored observations an atom trains on, oldest first."""
+    since = None
+    if days is not None:
+        since = (time.time() if now is None else now) - days * 86400
+    return store.observations(module.SPEC.name, since=since, real_only=real_only)
+
+
+def train(module, settings, store, steps=None, seed=42, batch=1, real_only=False, days=None,
+          progress=None, metrics=None):
+    """Train an atom on its stored history and save its weights atomically; returns a TrainReport."""
+    history = history_for(module, store, real_only=real_only, days=days)
+    atom = Atom(module.SPEC, engine=settings.engine)
+    return atom.train(history, settings.weights_path(module.SPEC.name), steps=steps, seed=seed, batch=batch,
+                      progress=progress, metrics=metrics,
+                      trained_on={"real_only": real_only, "days": days})
+
+
+# --- score --------------------------------------------------------------------------
+
+def parse_observation(spec, text):
+    """'C=95 M=90 …' → values dict; 'C9 M9 …' → None (tokens, scored as typed)."""
+    words = text.split()
+    if not words or not all("=" in w for w in words):
+        if any("=" in w for w in words):
+            raise KiriError(f"{spec.name}: mix of values and tokens in {text!r}; use C=95 M=90 … or C9 M9 …")
+        return None
+    values = {}
+    for word in words:
+        key, _, raw = word.partition("=")
+        if key not in spec.schema:
+            raise KiriError(f"{spec.name}: unknown field {key!r}; fields are {' '.join(spec.schema)}")
+        try:
+            values[key] = float(raw)
+        except ValueError:
+            raise KiriError(f"{spec.name}: field {key} must be a number, got {raw!r}") from None
+    missing = [k for k in spec.schema if k not in values]
+    if missing:
+        raise KiriError(f"{spec.name}: field {missing[0]} is missing from {text!r}")
+    return values
+
+
+def score(module, settings, store, obs=None, record=True):
+    """Score `obs` (text: values or tokens, read on its own) or else the latest stored observation.
+
+    The latest stored observation is read after the one before it, as in training. The
+    score is recorded in the store unless record=False.
+    """
+    atom = load_atom(module, settings)
+    try:
+        if obs is not None:
+            values = parse_observation(module.SPEC, obs)
+            result = atom.score_tokens(obs) if values is None else atom.score(values)
+            observation_id = None
+        else:
+            latest = store.observations(module.SPEC.name, limit=module.SPEC.context + 1)
+            if not latest:
+                raise KiriError(f"{module.SPEC.name}: no stored observation to score; run `kiri {module.SPEC.name} collect`")
+            i = len(latest) - 1
+            result = atom.score(latest[i]["values"], atom.context_of(latest, i))
+            observation_id = latest[i]["id"]
+    except ValueError as e:
+        raise KiriError(str(e)) from None
+    if record:
+        store.add_score(module.SPEC.name, result.score, threshold=result.threshold, verdict=result.verdict,
+                        tokens=result.to_json()["tokens"], observation_id=observation_id)
+    return result
