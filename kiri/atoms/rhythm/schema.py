@@ -1,7 +1,8 @@
 """Rhythm: work patterns — idle time, activity, hour, weekday, focus block, git commits.
 
-One observation is `I0 A4 H7 W2 F1 G1`: minutes since the last keyboard/mouse input,
-share of the interval with input, hour of day, weekday (0 = Monday), minutes of the
+One observation is `H7 W2 I0 A4 F1 G0`: hour of day (2-hour buckets), weekday
+(0 = Monday), minutes since the last keyboard/mouse input, share of the interval with
+input, minutes of the
 current focus block (no break of 5 minutes or more), and commits in the configured git
 repositories during the interval. Read after the observation before it, activity at
 3 a.m. on a Sunday is surprising for someone whose history is weekday daytime.
@@ -15,8 +16,9 @@ from . import sources
 
 SPEC = AtomSpec(
     name="rhythm",
-    schema={"I": (0, 60, 6), "A": (0, 100, 5), "H": (0, 24, 12), "W": (0, 7, 7), "F": (0, 180, 6), "G": (0, 10, 5)},
-    labels={"I": ("idle", " min"), "A": ("activity", "%"), "H": ("hour", ""), "W": ("weekday", ""),
+    # When comes first, then what happened: the model predicts the activity given the time.
+    schema={"H": (0, 24, 12), "W": (0, 7, 7), "I": (0, 60, 6), "A": (0, 100, 5), "F": (0, 180, 6), "G": (0, 10, 5)},
+    labels={"H": ("hour", ""), "W": ("weekday", ""), "I": ("idle", " min"), "A": ("activity", "%"),
             "F": ("focus block", " min"), "G": ("commits", "")},
     n_embd=32, n_layer=2, n_head=4, block_size=16,
     context=1, interval=300.0, steps=500,

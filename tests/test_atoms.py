@@ -1,0 +1,140 @@
+"""The atoms on synthetic history: the seed's showcases, and the Atom machinery they share."""
+
+import random
+import tempfile
+import unittest
+from pathlib import Path
+
+from kiri.atoms.atom import MIN_OBSERVATIONS, Atom, held_out_indices
+from kiri.atoms.drift.schema import SPEC as DRIFT, synthetic as drift_synthetic
+from kiri.atoms.pulse.schema import SPEC as PULSE, synthetic as pulse_synthetic
+from kiri.atoms.rhythm.schema import SPEC as RHYTHM, synthetic as rhythm_synthetic
+from kiri.core.weights import previous_path
+from kiri.errors import KiriError
+
+END = 1_790_000_000.0  # a fixed "now": tests never depend on the clock
+
+
+def history(generate, n, interval, seed=0):
+    rng = random.Random(seed)
+    return [{"ts": END - (n - i) * interval, "values": generate(rng, END - (n - i) * interval), "synthetic": True}
+            for i in range(n)]
+
+
+def trained(spec, generate, n, steps, tmp):
+    atom = Atom(spec)
+    atom.train(history(generate, n, spec.interval), Path(tmp) / f"{spec.name}.json", steps=steps)
+    return atom
+
+
+class Showcases(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_pulse_flags_overload_and_names_the_tokens(self):
+        atom = trained(PULSE, pulse_synthetic, 7 * 24 * 12, 400, self.tmp.name)
+        normal = atom.score_tokens("C5 M5 D4 S1 L1 N1")
+        overload = atom.score_tokens("C9 M9 D4 S4 L4 N1")
+        self.assertGreaterEqual(overload.score, 5 * normal.score, (overload.score, normal.score))
+        self.assertEqual(overload.verdict, "anomaly")
+        self.assertEqual(normal.verdict, "normal")
+        surprise = {t["token"]: t["surprise"] for t in overload.tokens}
+        quiet = max(t["surprise"] for t in normal.tokens)
+        for token in ("C9", "M9", "S4"):
+            self.assertGreater(surprise[token], max(2.0, quiet), token)
+        self.assertLess(surprise["D4"], 1.0)
+        expected = {t["token"]: t["expected"] for t in overload.tokens}
+        self.assertEqual(expected["M9"][0], "M")  # the explanation names a token of the same field
+
+    def test_rhythm_flags_3am_sunday_activity(self):
+        atom = trained(RHYTHM, rhythm_synthetic, 14 * 24 * 12, 400, self.tmp.name)
+        sunday_night = {"I": 60.0, "A": 0.0, "H": 2.9, "W": 6, "F": 0.0, "G": 0}
+        sunday_3am_work = {"I": 0.2, "A": 96.0, "H": 3.0, "W": 6, "F": 25.0, "G": 1}
+        tuesday = {"I": 0.5, "A": 90.0, "H": 14.0, "W": 1, "F": 40.0, "G": 0}
+        tuesday_next = {"I": 0.3, "A": 94.0, "H": 14.1, "W": 1, "F": 45.0, "G": 1}
+        odd = atom.score(sunday_3am_work, [sunday_night])
+        usual = atom.score(tuesday_next, [tuesday])
+        self.assertEqual(odd.verdict, "anomaly", odd.score)
+        self.assertEqual(usual.verdict, "normal", usual.score)
+        self.assertGreater(odd.score, 2 * usual.score)
+        most = max(odd.tokens, key=lambda t: t["surprise"])
+        self.assertEqual((most["token"], most["expected"]), ("I0", "I5"))  # "active, expected idle"
+
+    def test_drift_flags_a_burst_of_new_work(self):
+        atom = trained(DRIFT, drift_synthetic, 28 * 24, 400, self.tmp.name)
+        burst = atom.score_tokens("A8 C0 S5")
+        normal = atom.score_tokens("A2 C2 S1")
+        self.assertGreaterEqual(burst.score, 5 * normal.score, (burst.score, normal.score))
+        self.assertEqual(burst.verdict, "anomaly")
+
+
+class AtomMachinery(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.path = Path(self.tmp.name) / "pulse.json"
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_training_and_scoring_see_the_same_sequences(self):
+        hist = history(pulse_synthetic, 40, PULSE.interval)
+        atom = Atom(PULSE)
+        atom.train(hist, self.path, steps=3)
+        ids, start = atom.sequences(hist)[-1]
+        self.assertEqual(start, 7)                        # after one previous observation
+        self.assertEqual(len(ids), 14)
+        direct = atom.score(hist[-1]["values"], [hist[-2]["values"]])
+        self.assertEqual(direct.context, 1)
+        surprises = atom._surprises(ids, start)
+        self.assertAlmostEqual(direct.score, sum(s.surprise for s in surprises) / 6, places=12)
+
+    def test_a_gap_breaks_the_context(self):
+        hist = history(pulse_synthetic, 3, PULSE.interval)
+        hist[2]["ts"] += 10 * PULSE.interval
+        atom = Atom(PULSE)
+        self.assertEqual(atom.context_of(hist, 1), [hist[0]["values"]])
+        self.assertEqual(atom.context_of(hist, 2), [])
+
+    def test_threshold_is_saved_and_reloaded(self):
+        atom = Atom(PULSE)
+        report = atom.train(history(pulse_synthetic, 60, PULSE.interval), self.path, steps=5)
+        again = Atom.load(PULSE, self.path)
+        self.assertEqual(again.threshold, report.threshold)
+        self.assertEqual(again.score_tokens("C5 M5 D4 S1 L1 N1").score, atom.score_tokens("C5 M5 D4 S1 L1 N1").score)
+        self.assertEqual(again.weights.trained_on["synthetic"], 60)
+
+    def test_too_little_data_leaves_weights_untouched(self):
+        Atom(PULSE).train(history(pulse_synthetic, 30, PULSE.interval), self.path, steps=2)
+        before = self.path.read_bytes()
+        with self.assertRaisesRegex(KiriError, f"need at least {MIN_OBSERVATIONS}"):
+            Atom(PULSE).train(history(pulse_synthetic, 5, PULSE.interval), self.path, steps=2)
+        self.assertEqual(self.path.read_bytes(), before)
+
+    def test_untrained_atom_says_so(self):
+        atom = Atom.load(PULSE, self.path)
+        self.assertFalse(atom.trained)
+        with self.assertRaisesRegex(KiriError, "no trained weights yet"):
+            atom.score_tokens("C5 M5 D4 S1 L1 N1")
+
+    def test_broken_weights_fall_back_to_previous(self):
+        Atom(PULSE).train(history(pulse_synthetic, 30, PULSE.interval), self.path, steps=2)
+        Atom(PULSE).train(history(pulse_synthetic, 30, PULSE.interval, seed=1), self.path, steps=2)
+        self.path.write_text("{oops")
+        atom = Atom.load(PULSE, self.path)
+        self.assertTrue(atom.trained)
+        self.assertIn("not valid JSON", atom.weights_note)
+        self.assertTrue(previous_path(self.path).exists())
+
+    def test_held_out_each_kind_in_proportion(self):
+        rows = [{"synthetic": True}] * 100 + [{"synthetic": False}] * 10
+        held = held_out_indices(rows, 0.2)
+        self.assertEqual(held, list(range(80, 100)) + [108, 109])
+
+
+if __name__ == "__main__":
+    unittest.main()
