@@ -7,6 +7,7 @@ on stderr and exits non-zero; anything else is a bug and keeps its traceback.
 import argparse
 import contextlib
 import json
+import os
 import sys
 
 from . import __version__
@@ -331,6 +332,10 @@ def main(argv=None):
         code = args.run(args)
     except KiriError as e:
         print(f"kiri: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # The reader went away (`kiri export | head`): stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("kiri: interrupted", file=sys.stderr)

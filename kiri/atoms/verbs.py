@@ -49,8 +49,8 @@ def collect(module, settings, store, interval=None, duration=None, report=None,
     make the series drift. A reading that fails is reported and skipped; the loop goes on.
     Returns the stored observations; none at all is an error.
     """
-    total = 1 if not duration else max(1, int(duration // (interval or module.SPEC.interval)))
     interval = interval or module.SPEC.interval
+    total = 1 if not duration else max(1, int(duration / interval + 1e-9))  # 1 s / 0.2 s is 5, not 4.999…
     report = report or (lambda line: None)
     stored, start = [], clock()
     last_error = None
@@ -62,7 +62,8 @@ def collect(module, settings, store, interval=None, duration=None, report=None,
             obs = collect_once(module, settings, store, now=clock())
         except CollectorError as e:
             last_error = e
-            report(f"{k + 1}/{total} | skipped: {e}")
+            if total > 1:
+                report(f"{k + 1}/{total} | skipped: {e}")
             continue
         stored.append(obs)
         report(f"{k + 1}/{total} | {describe_values(module.SPEC, obs['values'])}")
@@ -134,6 +135,8 @@ def parse_observation(spec, text):
         key, _, raw = word.partition("=")
         if key not in spec.schema:
             raise KiriError(f"{spec.name}: unknown field {key!r}; fields are {' '.join(spec.schema)}")
+        if key in values:
+            raise KiriError(f"{spec.name}: field {key} given twice in {text!r}")
         try:
             values[key] = float(raw)
         except ValueError:
