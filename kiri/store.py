@@ -152,7 +152,25 @@ def _migrate_1_to_2(conn):
     conn.execute("CREATE INDEX events_period ON events (period_id)")
 
 
-MIGRATIONS = [_migrate_0_to_1, _migrate_1_to_2]
+def _migrate_2_to_3(conn):
+    # The feedback loop. situation is a key for "the same thing happening again", so
+    # repeats can be merged and cooled down (last_alert); details keeps the scores and
+    # per-token explanations as JSON, so an alert can explain itself long after.
+    # An outbox row remembers which alert it carries and the sink's id of the sent
+    # message, so a button pressed under that message finds its alert (message_alert).
+    # ADD COLUMN with a constant default is cheap: existing rows are not rewritten.
+    conn.execute("ALTER TABLE alerts ADD COLUMN situation TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE alerts ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
+    conn.execute("ALTER TABLE outbox ADD COLUMN alert_id INTEGER REFERENCES alerts (id)")
+    conn.execute("ALTER TABLE outbox ADD COLUMN message_id TEXT")
+    conn.execute("CREATE INDEX alerts_situation ON alerts (situation, ts)")
+    # Serves labelled_decisions' join and the foreign key check on decisions.
+    conn.execute("CREATE INDEX alerts_decision ON alerts (decision_id)")
+    conn.execute("CREATE INDEX outbox_message ON outbox (sink, message_id)"
+                 " WHERE message_id IS NOT NULL")
+
+
+MIGRATIONS = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3]
 
 
 # ---------------------------------------------------------------------------
@@ -218,6 +236,39 @@ def _check_synthetic(synthetic):
     if isinstance(synthetic, bool) or (isinstance(synthetic, int) and synthetic in (0, 1)):
         return int(synthetic)
     raise ValueError("synthetic: must be true or false, got %r" % (synthetic,))
+
+
+DECISION_SOURCES = ("rule", "model", "inject")
+VERDICTS = {"approve": (1, "approved"), "dismiss": (-1, "dismissed")}  # -> (reward, alert state)
+
+
+def _check_choice(field, value, choices):
+    # isinstance first: an unhashable value (a list) would make `in` raise TypeError.
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError("%s: must be one of %s, got %r"
+                         % (field, ", ".join(repr(c) for c in choices), value))
+    return value
+
+
+def _check_name(field, text):
+    if not isinstance(text, str) or not text:
+        raise ValueError("%s: must be a non-empty string, got %r" % (field, text))
+    return text
+
+
+def _check_id(field, x, optional=False):
+    if x is None and optional:
+        return None
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise ValueError("%s: must be an integer id, got %r" % (field, x))
+    return x
+
+
+def _json_field(field, obj):
+    try:
+        return _canonical_json(obj)
+    except (TypeError, ValueError) as e:
+        raise ValueError("%s: must be JSON with finite numbers: %s" % (field, e)) from None
 
 
 def _canonical_json(obj):
@@ -541,6 +592,221 @@ class Store:
                  "threshold": r["threshold"], "verdict": r["verdict"],
                  "tokens": json.loads(r["tokens"])}
                 for r in self.conn.execute(sql, args)]
+
+    # -- decisions, alerts, feedback ---------------------------------------------
+
+    def add_decision(self, state, action, probability=None, source="rule", ts=None):
+        """Store one Nerve decision and return its id.
+
+        state: the dict Nerve decided on (stored as JSON); action: the action token;
+        probability: the model's probability of action, if a model chose it;
+        source: 'rule', 'model' or 'inject'.
+        """
+        if not isinstance(state, dict):
+            raise ValueError("state: must be a dict, got %s" % type(state).__name__)
+        if probability is not None:
+            probability = float(_check_number("probability", probability))
+            if not 0.0 <= probability <= 1.0:
+                raise ValueError("probability: must be between 0 and 1, got %r" % probability)
+        row = (self.clock() if ts is None else _check_ts(ts),
+               _json_field("state", state),
+               _check_name("action", action),
+               probability,
+               _check_choice("source", source, DECISION_SOURCES))
+        with self._write() as conn:
+            return conn.execute("INSERT INTO decisions (ts, state, action, probability, source)"
+                                " VALUES (?, ?, ?, ?, ?)", row).lastrowid
+
+    def decisions(self, since=None, limit=None):
+        """Decisions with ts >= since, oldest first; limit keeps the newest `limit`."""
+        sql = "SELECT * FROM decisions"
+        args = []
+        if since is not None:
+            sql += " WHERE ts >= ?"
+            args.append(since)
+        sql += " ORDER BY ts DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        rows = [{"id": r["id"], "ts": r["ts"], "state": json.loads(r["state"]),
+                 "action": r["action"], "probability": r["probability"], "source": r["source"]}
+                for r in self.conn.execute(sql, args)]
+        rows.reverse()
+        return rows
+
+    def add_alert(self, atom, message, decision_id=None, situation="", details=None, ts=None):
+        """Store one alert (state 'open') and return its id.
+
+        situation: a key shared by repeats of one situation (see last_alert);
+        details: a JSON-able dict, e.g. scores and per-token explanations.
+        """
+        if details is not None and not isinstance(details, dict):
+            raise ValueError("details: must be a dict, got %s" % type(details).__name__)
+        row = (self.clock() if ts is None else _check_ts(ts),
+               _check_id("decision_id", decision_id, optional=True),
+               _check_atom(atom),
+               _check_text("message", message),
+               _check_text("situation", situation),
+               _json_field("details", {} if details is None else details))
+        with self._write() as conn:
+            return conn.execute(
+                "INSERT INTO alerts (ts, decision_id, atom, message, situation, details)"
+                " VALUES (?, ?, ?, ?, ?, ?)", row).lastrowid
+
+    _SELECT_ALERTS = ("SELECT a.*, f.verdict, f.reward, f.ts AS feedback_ts"
+                      " FROM alerts a LEFT JOIN feedback f ON f.alert_id = a.id")
+
+    @staticmethod
+    def _alert(r):
+        feedback = None
+        if r["verdict"] is not None:
+            feedback = {"verdict": r["verdict"], "reward": r["reward"], "ts": r["feedback_ts"]}
+        return {"id": r["id"], "ts": r["ts"], "decision_id": r["decision_id"], "atom": r["atom"],
+                "message": r["message"], "situation": r["situation"],
+                "details": json.loads(r["details"]), "state": r["state"], "feedback": feedback}
+
+    def alert(self, alert_id):
+        """One alert by id (with its feedback, or feedback None), or None."""
+        row = self.conn.execute(self._SELECT_ALERTS + " WHERE a.id = ?", (alert_id,)).fetchone()
+        return None if row is None else self._alert(row)
+
+    def alerts(self, state=None, limit=100):
+        """The newest alerts (in state 'open', 'approved' or 'dismissed', or all), newest first."""
+        sql = self._SELECT_ALERTS
+        args = []
+        if state is not None:
+            sql += " WHERE a.state = ?"
+            args.append(state)
+        sql += " ORDER BY a.ts DESC, a.id DESC LIMIT ?"
+        args.append(int(limit))
+        return [self._alert(r) for r in self.conn.execute(sql, args)]
+
+    def last_alert(self, situation, since):
+        """The newest alert of situation with ts >= since, or None (for cooldowns)."""
+        row = self.conn.execute(self._SELECT_ALERTS + " WHERE a.situation = ? AND a.ts >= ?"
+                                " ORDER BY a.ts DESC, a.id DESC LIMIT 1",
+                                (situation, since)).fetchone()
+        return None if row is None else self._alert(row)
+
+    def add_feedback(self, alert_id, verdict, ts=None):
+        """Record the user's answer to an alert: 'approve' (+1) or 'dismiss' (-1).
+
+        Sets the alert's state to 'approved' / 'dismissed'. An alert has one answer:
+        a second one replaces the first, and then the result is True (else False).
+        An unknown alert_id raises KeyError.
+        """
+        _check_id("alert_id", alert_id)
+        reward, state = VERDICTS[_check_choice("verdict", verdict, tuple(VERDICTS))]
+        ts = self.clock() if ts is None else _check_ts(ts)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
+                raise KeyError("alert %d does not exist" % alert_id)
+            # UPDATE first, so a replaced answer keeps its row id.
+            replaced = conn.execute("UPDATE feedback SET ts = ?, verdict = ?, reward = ?"
+                                    " WHERE alert_id = ?",
+                                    (ts, verdict, reward, alert_id)).rowcount > 0
+            if not replaced:
+                conn.execute("INSERT INTO feedback (alert_id, ts, verdict, reward)"
+                             " VALUES (?, ?, ?, ?)", (alert_id, ts, verdict, reward))
+            conn.execute("UPDATE alerts SET state = ? WHERE id = ?", (state, alert_id))
+            return replaced
+
+    def labelled_decisions(self, since=None):
+        """Every decision (ts >= since), oldest first, with the answer to its alert.
+
+        verdict and reward are None when no alert of the decision was answered. One
+        row per decision: if several of its alerts were answered, the latest answer wins.
+        """
+        sql = ("SELECT d.*, f.verdict, f.reward FROM decisions d"
+               " LEFT JOIN feedback f ON f.id = ("
+               "   SELECT f2.id FROM alerts a JOIN feedback f2 ON f2.alert_id = a.id"
+               "   WHERE a.decision_id = d.id ORDER BY f2.ts DESC, f2.id DESC LIMIT 1)")
+        args = []
+        if since is not None:
+            sql += " WHERE d.ts >= ?"
+            args.append(since)
+        sql += " ORDER BY d.ts, d.id"
+        return [{"id": r["id"], "ts": r["ts"], "state": json.loads(r["state"]),
+                 "action": r["action"], "source": r["source"], "verdict": r["verdict"],
+                 "reward": r["reward"]} for r in self.conn.execute(sql, args)]
+
+    # -- outbox ------------------------------------------------------------------
+
+    def enqueue(self, sink, payload, dedup_key, alert_id=None, ts=None):
+        """Queue a message for sink and return its id, or None if dedup_key is queued already.
+
+        payload: any JSON-able value (returned decoded by outbox_due). It is due at ts.
+        """
+        ts = self.clock() if ts is None else _check_ts(ts)
+        row = (ts, _check_name("sink", sink), _json_field("payload", payload),
+               _check_name("dedup_key", dedup_key),
+               _check_id("alert_id", alert_id, optional=True), ts)
+        with self._write() as conn:
+            # OR IGNORE: the row is validated above, so only the dedup_key can conflict.
+            cur = conn.execute("INSERT OR IGNORE INTO outbox"
+                               " (ts, sink, payload, dedup_key, alert_id, next_try)"
+                               " VALUES (?, ?, ?, ?, ?, ?)", row)
+            return cur.lastrowid if cur.rowcount else None
+
+    @staticmethod
+    def _outbox(r):
+        return {"id": r["id"], "ts": r["ts"], "sink": r["sink"],
+                "payload": json.loads(r["payload"]), "dedup_key": r["dedup_key"],
+                "alert_id": r["alert_id"], "attempts": r["attempts"]}
+
+    def outbox_due(self, sink, now):
+        """Unsent messages of sink with next_try <= now, oldest first."""
+        return [self._outbox(r) for r in self.conn.execute(
+            "SELECT * FROM outbox WHERE sent_ts IS NULL AND sink = ? AND next_try <= ?"
+            " ORDER BY ts, id", (sink, now))]
+
+    def _update_outbox(self, outbox_id, sql, args):
+        with self._write() as conn:
+            if not conn.execute(sql, args + (outbox_id,)).rowcount:
+                raise KeyError("outbox %r does not exist" % (outbox_id,))
+
+    def outbox_sent(self, outbox_id, message_id=None, ts=None):
+        """Mark a message sent (at ts, default now), with the sink's id for it."""
+        if message_id is not None:
+            if isinstance(message_id, bool) or not isinstance(message_id, (str, int)):
+                raise ValueError("message_id: must be a string or integer, got %r"
+                                 % (message_id,))
+            message_id = str(message_id)  # Telegram's ids are ints; other sinks' are text
+        ts = self.clock() if ts is None else _check_ts(ts)
+        self._update_outbox(outbox_id, "UPDATE outbox SET sent_ts = ?, message_id = ?"
+                            " WHERE id = ?", (ts, message_id))
+
+    def outbox_failed(self, outbox_id, error, next_try):
+        """Count a failed send, keep str(error), and retry no earlier than next_try."""
+        next_try = float(_check_number("next_try", next_try))
+        self._update_outbox(outbox_id, "UPDATE outbox SET attempts = attempts + 1,"
+                            " last_error = ?, next_try = ? WHERE id = ?", (str(error), next_try))
+
+    def outbox_pending(self, sink=None):
+        """How many messages (of sink, or of all sinks) are not sent yet."""
+        sql = "SELECT COUNT(*) FROM outbox WHERE sent_ts IS NULL"
+        args = ()
+        if sink is not None:
+            sql += " AND sink = ?"
+            args = (sink,)
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    def outbox_row(self, outbox_id):
+        """Everything about one outbox row, or None."""
+        r = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+        if r is None:
+            return None
+        row = self._outbox(r)
+        row.update(next_try=r["next_try"], sent_ts=r["sent_ts"], message_id=r["message_id"],
+                   last_error=r["last_error"])
+        return row
+
+    def message_alert(self, sink, message_id):
+        """The id of the alert that sink's sent message message_id carried, or None."""
+        row = self.conn.execute(
+            "SELECT alert_id FROM outbox WHERE sink = ? AND message_id = ?"
+            " ORDER BY id DESC LIMIT 1", (sink, str(message_id))).fetchone()
+        return None if row is None else row[0]
 
     # -- small persisted state ---------------------------------------------------
 

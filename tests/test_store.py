@@ -302,10 +302,262 @@ class TestSchema(StoreTestCase):
             period = s.aggregate_events("drift", until=10)
             self.assertEqual(s.observations("drift")[0]["values"], {"A": 1, "C": 1, "S": 0})
             self.assertEqual(s.atoms(), ["drift", "pulse"])
-        self.assertEqual(self.version(), 2)
+        self.assertEqual(self.version(), len(store_module.MIGRATIONS))
         self.assertIn("events", self.tables())
         self.assertEqual(self.raw().execute("SELECT period_id FROM events").fetchall(),
                          [(period,), (period,)])
+
+
+    def test_version_2_db_is_migrated_to_3(self):
+        # A database as the second release left it: alerts and outbox without the
+        # feedback-loop columns, and rows already in them.
+        with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2]):
+            with Store(self.path) as s:
+                s.add_observation("pulse", {"C": 41.5}, ts=1)
+                s.set_kv("telegram.offset", 42)
+                s.conn.execute("INSERT INTO decisions (ts, state, action, source)"
+                               " VALUES (1, '{}', 'alert', 'rule')")
+                s.conn.execute("INSERT INTO alerts (ts, decision_id, atom, message)"
+                               " VALUES (2, 1, 'pulse', 'old alert')")
+                s.conn.execute("INSERT INTO outbox (ts, sink, payload, dedup_key, next_try)"
+                               " VALUES (3, 'telegram', '\"hi\"', 'old', 3)")
+        self.assertEqual(self.version(), 2)
+        columns = [r[1] for r in self.raw().execute("PRAGMA table_info(alerts)")]
+        self.assertNotIn("situation", columns)
+
+        with self.open() as s:
+            self.assertEqual(s.alert(1), {
+                "id": 1, "ts": 2, "decision_id": 1, "atom": "pulse", "message": "old alert",
+                "situation": "", "details": {}, "state": "open", "feedback": None})
+            self.assertEqual(s.outbox_due("telegram", 3)[0]["alert_id"], None)
+            self.assertIsNone(s.outbox_row(1)["message_id"])
+            self.assertEqual(s.get_kv("telegram.offset"), 42)
+            self.assertEqual(s.observation_count("pulse"), 1)
+            s.outbox_sent(1, message_id=7, ts=4)
+            new = s.add_alert("pulse", "new", situation="pulse:M", details={"score": 3}, ts=5)
+            s.enqueue("telegram", {"text": "new"}, "new", alert_id=new, ts=5)
+            self.assertFalse(s.add_feedback(1, "approve", ts=6))
+            self.assertEqual(s.labelled_decisions()[0]["reward"], 1)
+        self.assertEqual(self.version(), 3)
+        columns = [r[1] for r in self.raw().execute("PRAGMA table_info(outbox)")]
+        self.assertTrue({"alert_id", "message_id"} <= set(columns))
+
+
+class TestDecisions(StoreTestCase):
+    def test_round_trip_and_filters(self):
+        s = self.open()
+        a = s.add_decision({"pulse": 3.5, "hour": 4}, "alert", probability=0.75,
+                           source="model", ts=2)
+        b = s.add_decision({"pulse": 0.5}, "ok", ts=1)
+        c = s.add_decision({}, "suppress", source="inject")  # ts from the clock: 5000
+        self.assertEqual(s.decisions(), [
+            {"id": b, "ts": 1, "state": {"pulse": 0.5}, "action": "ok", "probability": None,
+             "source": "rule"},
+            {"id": a, "ts": 2, "state": {"hour": 4, "pulse": 3.5}, "action": "alert",
+             "probability": 0.75, "source": "model"},
+            {"id": c, "ts": 5000.0, "state": {}, "action": "suppress", "probability": None,
+             "source": "inject"}])
+        self.assertEqual([d["id"] for d in s.decisions(since=2)], [a, c])
+        self.assertEqual([d["id"] for d in s.decisions(limit=2)], [a, c])
+        self.assertEqual([d["id"] for d in s.decisions(since=3, limit=5)], [c])
+
+    def test_bad_decisions_are_refused(self):
+        s = self.open()
+        for field, kwargs in [
+                ("state", dict(state=[1])), ("state", dict(state={"x": float("nan")})),
+                ("action", dict(action="")), ("action", dict(action=None)),
+                ("probability", dict(probability="high")),
+                ("probability", dict(probability=1.5)),
+                ("source", dict(source="human")), ("source", dict(source=["rule"])),
+                ("ts", dict(ts="now"))]:
+            args = dict(state={"x": 1}, action="ok")
+            args.update(kwargs)
+            with self.subTest(**{field: kwargs[field]}):
+                with self.assertRaisesRegex(ValueError, "^" + field):
+                    s.add_decision(**args)
+        self.assertEqual(s.decisions(), [])
+
+
+class TestAlertsAndFeedback(StoreTestCase):
+    def test_round_trip(self):
+        s = self.open()
+        d = s.add_decision({"pulse": 3.5}, "alert", ts=1)
+        details = {"score": 3.25, "tokens": [{"token": "M9", "expected": "M5"}]}
+        a = s.add_alert("pulse", "memory high", decision_id=d, situation="pulse:M",
+                        details=details, ts=2)
+        b = s.add_alert("drift", "too many switches")  # ts 5000 from the clock
+        self.assertEqual(s.alert(a), {
+            "id": a, "ts": 2, "decision_id": d, "atom": "pulse", "message": "memory high",
+            "situation": "pulse:M", "details": details, "state": "open", "feedback": None})
+        self.assertEqual(s.alert(b)["ts"], 5000.0)
+        self.assertEqual(s.alert(b)["details"], {})
+        self.assertIsNone(s.alert(12345))
+        self.assertEqual([x["id"] for x in s.alerts()], [b, a])
+        self.assertEqual([x["id"] for x in s.alerts(limit=1)], [b])
+        self.assertEqual(s.alerts()[1], s.alert(a))
+
+    def test_bad_alerts_are_refused(self):
+        s = self.open()
+        for field, kwargs in [
+                ("atom", dict(atom="no such")), ("message", dict(message=None)),
+                ("decision_id", dict(decision_id="1")), ("situation", dict(situation=3)),
+                ("details", dict(details=[1])), ("details", dict(details={"x": float("inf")})),
+                ("ts", dict(ts=float("nan")))]:
+            args = dict(atom="pulse", message="m")
+            args.update(kwargs)
+            with self.subTest(field=field, **kwargs):
+                with self.assertRaisesRegex(ValueError, "^" + field):
+                    s.add_alert(**args)
+        with self.assertRaises(sqlite3.IntegrityError):
+            s.add_alert("pulse", "m", decision_id=12345)
+        self.assertEqual(s.alerts(), [])
+
+    def test_last_alert(self):
+        s = self.open()
+        self.assertIsNone(s.last_alert("pulse:M", since=0))
+        s.add_alert("pulse", "one", situation="pulse:M", ts=10)
+        two = s.add_alert("pulse", "two", situation="pulse:M", ts=20)
+        s.add_alert("pulse", "other", situation="pulse:C", ts=30)
+        self.assertEqual(s.last_alert("pulse:M", since=0)["id"], two)
+        self.assertEqual(s.last_alert("pulse:M", since=20)["id"], two)
+        self.assertIsNone(s.last_alert("pulse:M", since=21))
+
+    def test_feedback_and_replace(self):
+        s = self.open()
+        a = s.add_alert("pulse", "m", ts=1)
+        b = s.add_alert("pulse", "n", ts=2)
+        self.assertFalse(s.add_feedback(a, "approve", ts=3))
+        self.assertEqual(s.alert(a)["state"], "approved")
+        self.assertEqual(s.alert(a)["feedback"], {"verdict": "approve", "reward": 1, "ts": 3})
+        self.assertTrue(s.add_feedback(a, "dismiss"))  # a second answer replaces the first
+        self.assertEqual(s.alert(a)["state"], "dismissed")
+        self.assertEqual(s.alert(a)["feedback"], {"verdict": "dismiss", "reward": -1,
+                                                  "ts": 5000.0})
+        self.assertEqual(self.raw().execute("SELECT COUNT(*) FROM feedback").fetchone()[0], 1)
+        self.assertEqual([x["id"] for x in s.alerts(state="open")], [b])
+        self.assertEqual([x["id"] for x in s.alerts(state="dismissed")], [a])
+        self.assertEqual(s.alerts(state="approved"), [])
+
+    def test_bad_feedback_is_refused(self):
+        s = self.open()
+        a = s.add_alert("pulse", "m", ts=1)
+        with self.assertRaises(KeyError) as caught:
+            s.add_feedback(12345, "approve")
+        self.assertEqual(caught.exception.args[0], "alert 12345 does not exist")
+        with self.assertRaisesRegex(ValueError, "^verdict"):
+            s.add_feedback(a, "maybe")
+        with self.assertRaisesRegex(ValueError, "^alert_id"):
+            s.add_feedback("1", "approve")
+        with self.assertRaisesRegex(ValueError, "^ts"):
+            s.add_feedback(a, "approve", ts="now")
+        self.assertEqual(s.alert(a)["state"], "open")
+        self.assertIsNone(s.alert(a)["feedback"])
+
+    def test_labelled_decisions(self):
+        s = self.open()
+        unanswered = s.add_decision({"x": 1}, "alert", ts=1)
+        s.add_alert("pulse", "m", decision_id=unanswered, ts=1)
+        no_alert = s.add_decision({"x": 2}, "ok", ts=2)
+        approved = s.add_decision({"x": 3}, "alert", source="model", ts=3)
+        s.add_feedback(s.add_alert("pulse", "m", decision_id=approved, ts=3), "approve", ts=4)
+        dismissed = s.add_decision({"x": 4}, "alert", ts=4)
+        first = s.add_alert("pulse", "m", decision_id=dismissed, ts=4)
+        second = s.add_alert("pulse", "m", decision_id=dismissed, ts=5)
+        s.add_feedback(first, "approve", ts=5)
+        s.add_feedback(second, "dismiss", ts=6)  # the latest answer wins
+        s.add_alert("pulse", "no decision", ts=7)  # alerts without a decision are left out
+
+        rows = s.labelled_decisions()
+        self.assertEqual(rows[2], {"id": approved, "ts": 3, "state": {"x": 3},
+                                   "action": "alert", "source": "model",
+                                   "verdict": "approve", "reward": 1})
+        self.assertEqual([(r["id"], r["verdict"], r["reward"]) for r in rows], [
+            (unanswered, None, None), (no_alert, None, None), (approved, "approve", 1),
+            (dismissed, "dismiss", -1)])
+        self.assertEqual([r["id"] for r in s.labelled_decisions(since=3)], [approved, dismissed])
+
+
+class TestOutbox(StoreTestCase):
+    def test_due_failed_sent_cycle(self):
+        s = self.open()
+        alert = s.add_alert("pulse", "m", ts=1)
+        payload = {"text": "memory high", "buttons": ["approve", "dismiss"]}
+        i = s.enqueue("telegram", payload, "alert:%d" % alert, alert_id=alert, ts=10)
+        j = s.enqueue("telegram", "plain text", "note", ts=11)
+        s.enqueue("email", "x", "mail", ts=10)
+        self.assertEqual(s.outbox_due("telegram", 9), [])
+        self.assertEqual(s.outbox_due("telegram", 10), [
+            {"id": i, "ts": 10, "sink": "telegram", "payload": payload,
+             "dedup_key": "alert:1", "alert_id": alert, "attempts": 0}])
+        self.assertEqual([r["id"] for r in s.outbox_due("telegram", 100)], [i, j])
+        self.assertEqual(s.outbox_pending(), 3)
+        self.assertEqual(s.outbox_pending("telegram"), 2)
+        self.assertEqual(s.outbox_pending("nobody"), 0)
+
+        s.outbox_failed(i, ConnectionError("timed out"), next_try=40)
+        s.outbox_failed(i, "HTTP 502", next_try=70)
+        row = s.outbox_row(i)
+        self.assertEqual((row["attempts"], row["last_error"], row["next_try"]),
+                         (2, "HTTP 502", 70))
+        self.assertEqual([r["id"] for r in s.outbox_due("telegram", 69)], [j])
+        self.assertEqual(s.outbox_due("telegram", 70)[0]["attempts"], 2)
+
+        s.outbox_sent(i, message_id=981, ts=71)
+        self.assertEqual(s.outbox_row(i), {
+            "id": i, "ts": 10, "sink": "telegram", "payload": payload, "dedup_key": "alert:1",
+            "alert_id": alert, "attempts": 2, "next_try": 70, "sent_ts": 71,
+            "message_id": "981", "last_error": "HTTP 502"})
+        s.outbox_sent(j)
+        self.assertEqual(s.outbox_row(j)["sent_ts"], 5000.0)
+        self.assertIsNone(s.outbox_row(j)["message_id"])
+        self.assertEqual(s.outbox_due("telegram", 1000), [])
+        self.assertEqual(s.outbox_pending(), 1)
+        self.assertIsNone(s.outbox_row(12345))
+
+        self.assertEqual(s.message_alert("telegram", 981), alert)
+        self.assertEqual(s.message_alert("telegram", "981"), alert)
+        self.assertIsNone(s.message_alert("email", 981))
+        self.assertIsNone(s.message_alert("telegram", 982))
+
+    def test_dedup(self):
+        s = self.open()
+        first = s.enqueue("telegram", "a", "alert:1", ts=1)
+        self.assertIsNotNone(first)
+        self.assertIsNone(s.enqueue("telegram", "b", "alert:1", ts=2))
+        s.outbox_sent(first, ts=3)
+        self.assertIsNone(s.enqueue("telegram", "c", "alert:1", ts=4))  # sent stays deduped
+        self.assertEqual(s.outbox_row(first)["payload"], "a")
+        self.assertEqual(s.enqueue("telegram", "d", "alert:2"), first + 1)
+        self.assertEqual(s.outbox_row(first + 1)["next_try"], 5000.0)
+
+    def test_bad_input_is_refused(self):
+        s = self.open()
+        for field, kwargs in [
+                ("sink", dict(sink="")), ("payload", dict(payload={"x": float("nan")})),
+                ("payload", dict(payload=object())), ("dedup_key", dict(dedup_key=None)),
+                ("alert_id", dict(alert_id="1")), ("ts", dict(ts="now"))]:
+            args = dict(sink="telegram", payload="p", dedup_key="k")
+            args.update(kwargs)
+            with self.subTest(field=field):
+                with self.assertRaisesRegex(ValueError, "^" + field):
+                    s.enqueue(**args)
+        with self.assertRaises(sqlite3.IntegrityError):
+            s.enqueue("telegram", "p", "k", alert_id=12345)
+        self.assertEqual(s.outbox_pending(), 0)
+
+        i = s.enqueue("telegram", "p", "k", ts=1)
+        with self.assertRaisesRegex(ValueError, "^message_id"):
+            s.outbox_sent(i, message_id=[1])
+        with self.assertRaisesRegex(ValueError, "^ts"):
+            s.outbox_sent(i, ts="now")
+        with self.assertRaisesRegex(ValueError, "^next_try"):
+            s.outbox_failed(i, "boom", next_try=None)
+        with self.assertRaises(KeyError):
+            s.outbox_sent(12345)
+        with self.assertRaises(KeyError):
+            s.outbox_failed(12345, "boom", next_try=1)
+        self.assertEqual(s.outbox_row(i)["attempts"], 0)
+        self.assertIsNone(s.outbox_row(i)["sent_ts"])
 
 
 class TestEvents(StoreTestCase):

@@ -190,7 +190,7 @@ class Atom:
             seqs = self.sequences(history)
         except ValueError as e:
             raise KiriError(f"{self.spec.name}: stored history does not fit the schema: {e}") from None
-        held_idx = set(held_out_indices(history, holdout))
+        held_idx = set(held_out_indices(history, holdout)) if holdout > 0 else set()
         fit = [seq for i, seq in enumerate(seqs) if i not in held_idx]
         held = [seq for i, seq in enumerate(seqs) if i in held_idx]
         config = self.spec.config(language.vocab_size)
@@ -201,7 +201,7 @@ class Atom:
         self.model = make_engine(self.engine_name, config, init_params(config, rng))
         result = train(self.model, [ids for ids, _ in fit], steps, rng, batch=batch, progress=progress, metrics=metrics)
         held_scores = [mean_surprise(self._surprises(ids, start)) for ids, start in held]
-        threshold = quantile(held_scores, THRESHOLD_QUANTILE)
+        threshold = quantile(held_scores, THRESHOLD_QUANTILE) if held_scores else math.inf
         synthetic = sum(1 for row in history if row.get("synthetic"))
         info = {"observations": len(history), "real": len(history) - synthetic, "synthetic": synthetic,
                 "held_out": len(held), "seed": seed, "engine": self.engine_name,
@@ -209,7 +209,8 @@ class Atom:
         info.update(trained_on or {})
         self.weights = Weights(config, language.to_dict(), self.model.params(), step=steps,
                                threshold={"score": threshold, "quantile": THRESHOLD_QUANTILE,
-                                          "held_out_mean": sum(held_scores) / len(held_scores)},
+                                          "held_out_mean": sum(held_scores) / len(held_scores)}
+                               if held_scores else {},
                                trained_on=info)
         save(path, self.weights)
         return TrainReport(steps, len(fit), len(held), len(history) - synthetic, synthetic, threshold,

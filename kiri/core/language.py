@@ -53,48 +53,75 @@ class CharLanguage:
 class StateLanguage:
     """Quantized state: each field of an observation becomes one token such as `C5`.
 
-    `schema` is ordered {prefix: (lo, hi, buckets)}: the range lo..hi is cut into equal
-    buckets, and a value's token is its prefix followed by its bucket number. An
-    observation is [BOS, one token per field in schema order]. Values outside lo..hi
-    are clamped to the edge bucket and reported; a value that is not a number is an
-    error naming the field.
+    `schema` is ordered {prefix: spec}. A numeric field's spec is (lo, hi, buckets): the
+    range lo..hi is cut into equal buckets and a value's token is the prefix followed by
+    its bucket number; values outside lo..hi are clamped to the edge bucket and
+    reported. (lo, hi, buckets, "optional") adds a token `<prefix>_` for a value that is
+    absent (None) — e.g. an atom that cannot be read here, which must not look like a
+    score of 0. A categorical field's spec is {"labels": [...]}: the labels are the
+    tokens (Nerve's actions). An observation is [BOS, one token per field in order]; a
+    value that does not fit its field is an error naming the field.
     """
 
     kind = "state"
 
     def __init__(self, name, schema):
         self.name = name
-        self.schema = {}
+        self.schema, self.optional, self.labels = {}, set(), {}
+        self.tokens, self.token_field, self.first = [], [], {}
         for prefix, spec in schema.items():
             if not isinstance(prefix, str) or not prefix.isalpha():
                 raise ValueError(f"{name}: field prefix must be letters, got {prefix!r}")
-            try:
-                lo, hi, buckets = float(spec[0]), float(spec[1]), spec[2]
-            except (TypeError, ValueError, IndexError):
-                raise ValueError(f"{name}: field {prefix} needs (lo, hi, buckets), got {spec!r}") from None
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ValueError(f"{name}: field {prefix} needs lo < hi, got {spec!r}")
-            if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
-                raise ValueError(f"{name}: field {prefix} needs a positive whole number of buckets, got {buckets!r}")
-            self.schema[prefix] = (lo, hi, buckets)
-        if not self.schema:
+            self.first[prefix] = len(self.tokens)
+            if isinstance(spec, dict):
+                labels = list(spec.get("labels") or [])
+                if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+                    raise ValueError(f"{name}: field {prefix} needs distinct, non-empty text labels, got {spec!r}")
+                self.labels[prefix] = labels
+                self.tokens += labels
+            else:
+                lo, hi, buckets, optional = self._numeric(name, prefix, spec)
+                self.schema[prefix] = (lo, hi, buckets)
+                self.tokens += [f"{prefix}{b}" for b in range(buckets)]
+                if optional:
+                    self.optional.add(prefix)
+                    self.tokens.append(f"{prefix}_")
+            self.token_field += [prefix] * (len(self.tokens) - len(self.token_field))
+        if not self.tokens:
             raise ValueError(f"{name}: a state language needs at least one field")
-        self.fields = list(self.schema)
-        self.tokens = [f"{prefix}{b}" for prefix, (_, _, n) in self.schema.items() for b in range(n)]
+        if len(set(self.tokens)) != len(self.tokens):
+            raise ValueError(f"{name}: two fields share a token name")
+        self.fields = list(self.first)
         self.bos = len(self.tokens)
         self.vocab_size = len(self.tokens) + 1
         self.index = {token: i for i, token in enumerate(self.tokens)}
-        self.first = {}
-        for prefix in self.fields:
-            self.first[prefix] = self.index[prefix + "0"]
 
-    def bucket(self, prefix, value):
-        """(bucket, clamped) for a value of one field."""
+    @staticmethod
+    def _numeric(name, prefix, spec):
+        try:
+            lo, hi, buckets = float(spec[0]), float(spec[1]), spec[2]
+            optional = len(spec) > 3 and spec[3] == "optional"
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise ValueError(f"{name}: field {prefix} needs (lo, hi, buckets), got {spec!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"{name}: field {prefix} needs lo < hi, got {spec!r}")
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
+            raise ValueError(f"{name}: field {prefix} needs a positive whole number of buckets, got {buckets!r}")
+        return lo, hi, buckets, optional
+
+    def token_for(self, prefix, value):
+        """(token id, clamped) for a value of one field."""
+        if prefix in self.labels:
+            if value not in self.labels[prefix]:
+                raise ValueError(f"{self.name}: field {prefix} must be one of {', '.join(self.labels[prefix])}, got {value!r}")
+            return self.index[value], False
+        if value is None and prefix in self.optional:
+            return self.index[prefix + "_"], False
         lo, hi, n = self.schema[prefix]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{self.name}: field {prefix} must be a finite number, got {value!r}")
-        b = int((value - lo) / (hi - lo) * n)
-        return min(max(b, 0), n - 1), not lo <= value <= hi
+        b = min(max(int((value - lo) / (hi - lo) * n), 0), n - 1)
+        return self.first[prefix] + b, not lo <= value <= hi
 
     def encode_report(self, obs):
         """([BOS, token per field], [fields whose value was clamped to the edge bucket])."""
@@ -104,8 +131,8 @@ class StateLanguage:
         for prefix in self.fields:
             if prefix not in obs:
                 raise ValueError(f"{self.name}: field {prefix} is missing")
-            b, was_clamped = self.bucket(prefix, obs[prefix])
-            ids.append(self.first[prefix] + b)
+            token, was_clamped = self.token_for(prefix, obs[prefix])
+            ids.append(token)
             if was_clamped:
                 clamped.append(prefix)
         return ids, clamped
@@ -113,16 +140,17 @@ class StateLanguage:
     def encode(self, obs):
         return self.encode_report(obs)[0]
 
-    def parse_tokens(self, text):
-        """'C9 M9 D4 …' → [BOS, ids…]; every field once, in schema order."""
+    def parse_tokens(self, text, fields=None):
+        """'C9 M9 D4 …' → [BOS, ids…]; every field (or the first `fields`) once, in schema order."""
+        fields = self.fields if fields is None else self.fields[:fields]
         words = text.split()
-        if len(words) != len(self.fields):
-            raise ValueError(f"{self.name}: expected {len(self.fields)} tokens ({' '.join(self.fields)}), got {text!r}")
+        if len(words) != len(fields):
+            raise ValueError(f"{self.name}: expected {len(fields)} tokens ({' '.join(fields)}), got {text!r}")
         ids = [self.bos]
-        for prefix, word in zip(self.fields, words):
-            if not word.startswith(prefix) or word not in self.index:
-                lo, hi, n = self.schema[prefix]
-                raise ValueError(f"{self.name}: expected a token {prefix}0..{prefix}{n - 1} here, got {word!r}")
+        for prefix, word in zip(fields, words):
+            if word not in self.index or self.token_field[self.index[word]] != prefix:
+                choices = [self.tokens[i] for i in self.field_tokens(prefix)]
+                raise ValueError(f"{self.name}: expected a token {choices[0]}..{choices[-1]} here, got {word!r}")
             ids.append(self.index[word])
         return ids
 
@@ -134,23 +162,30 @@ class StateLanguage:
         return " ".join(self.tokens[i] for i in ids if i != self.bos)
 
     def field_of(self, i):
-        return None if i == self.bos else self.tokens[i].rstrip("0123456789")
+        return None if i == self.bos else self.token_field[i]
 
     def field_tokens(self, prefix):
-        """Token ids of one field, in bucket order."""
-        return range(self.first[prefix], self.first[prefix] + self.schema[prefix][2])
+        """Token ids of one field, in order."""
+        start = self.first[prefix]
+        return range(start, start + self.token_field.count(prefix))
 
     def bucket_range(self, i):
-        """(lo, hi) of the values a token stands for."""
+        """(lo, hi) of the values a numeric token stands for."""
         prefix = self.field_of(i)
         lo, hi, n = self.schema[prefix]
-        b = i - self.first[prefix]
         width = (hi - lo) / n
+        b = i - self.first[prefix]
         return lo + b * width, lo + (b + 1) * width
 
     def to_dict(self):
-        return {"kind": self.kind, "name": self.name,
-                "schema": [[prefix, lo, hi, n] for prefix, (lo, hi, n) in self.schema.items()]}
+        schema = []
+        for prefix in self.fields:
+            if prefix in self.labels:
+                schema.append([prefix, {"labels": self.labels[prefix]}])
+            else:
+                lo, hi, n = self.schema[prefix]
+                schema.append([prefix, lo, hi, n] + (["optional"] if prefix in self.optional else []))
+        return {"kind": self.kind, "name": self.name, "schema": schema}
 
 
 def language_from_dict(d):
@@ -158,5 +193,6 @@ def language_from_dict(d):
     if d.get("kind") == CharLanguage.kind:
         return CharLanguage(d["chars"])
     if d.get("kind") == StateLanguage.kind:
-        return StateLanguage(d["name"], {prefix: (lo, hi, n) for prefix, lo, hi, n in d["schema"]})
+        return StateLanguage(d["name"], {entry[0]: entry[1] if len(entry) == 2 else tuple(entry[1:])
+                                         for entry in d["schema"]})
     raise KiriError(f"unknown language kind {d.get('kind')!r} in weights file")
