@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 
 from . import __version__
 from .core.engines import ENGINES
@@ -105,6 +106,57 @@ def add_atom_commands(commands, atom):
     p.set_defaults(run=run_score, atom=atom)
 
 
+def add_loop_commands(commands):
+    """daemon, status, alerts, feedback, nerve, init: the feedback loop's commands."""
+    p = commands.add_parser("daemon", help="run the monitor: collect, score, decide, act, learn (install: as a service)")
+    p.add_argument("--once", action="store_true", help="run one full cycle and exit (for cron and tests)")
+    p.add_argument("--inject", nargs=2, metavar=("ATOM", "OBS"), action="append",
+                   help="with --once: use this reading instead of collecting one, e.g. pulse \"C=95 M=90 …\"")
+    add_home_flag(p)
+    p.set_defaults(run=run_daemon)
+    sub = p.add_subparsers(dest="daemon_verb", metavar="install", parser_class=Parser)
+    q = sub.add_parser("install", help="write a launchd agent, a systemd user unit, or print a cron line")
+    kind = q.add_mutually_exclusive_group(required=True)
+    for name in ("launchd", "systemd", "cron"):
+        kind.add_argument(f"--{name}", dest="kind", action="store_const", const=name)
+    q.add_argument("--print", action="store_true", help="show the file instead of writing it")
+    add_home_flag(q)
+    q.set_defaults(run=run_daemon_install)
+
+    p = commands.add_parser("status", help="each atom (trained? when? threshold), the last cycle, pending alerts")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_home_flag(p)
+    p.set_defaults(run=run_status)
+
+    p = commands.add_parser("alerts", help="list alerts with ids, state and feedback; `alerts test` sends a test alert")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.add_argument("--limit", type=positive_int, default=50, help="how many, newest first (default 50)")
+    add_home_flag(p)
+    p.set_defaults(run=run_alerts)
+    sub = p.add_subparsers(dest="alerts_verb", metavar="test", parser_class=Parser)
+    q = sub.add_parser("test", help="send a test alert with buttons through every configured sink")
+    add_home_flag(q)
+    q.set_defaults(run=run_alerts_test)
+
+    p = commands.add_parser("feedback", help="answer an alert: approve (it mattered) or dismiss (it did not)")
+    p.add_argument("alert_id", type=positive_int, metavar="ALERT-ID")
+    p.add_argument("verdict", choices=("approve", "dismiss"))
+    add_home_flag(p)
+    p.set_defaults(run=run_feedback)
+
+    p = commands.add_parser("nerve", help="the meta-atom: train it on the stored decisions and answers")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    verbs.required = True
+    q = verbs.add_parser("train", help="train Nerve on every stored decision (answers override the rule)")
+    add_engine_flag(q)
+    add_home_flag(q)
+    q.set_defaults(run=run_nerve_train)
+
+    p = commands.add_parser("init", help="create KIRI_HOME with a commented config.ini (mode 0600)")
+    add_home_flag(p)
+    p.set_defaults(run=run_init)
+
+
 def build_parser():
     parser = Parser(prog="kiri", description="KIRI: tiny GPTs that learn what is normal for this machine.")
     parser.add_argument("--version", action="version", version=f"kiri {__version__}")
@@ -148,6 +200,8 @@ def build_parser():
     p.add_argument("file", metavar="FILE.jsonl")
     add_home_flag(p)
     p.set_defaults(run=run_import)
+
+    add_loop_commands(commands)
 
     p = commands.add_parser("demo", help="the monitor end to end: collect, synthetic history, train Pulse, score, explain")
     p.add_argument("--seconds", type=positive_int, default=20, help="seconds of real readings (default 20)")
@@ -313,6 +367,134 @@ def run_import(args):
           f"{report.duplicates} already stored")
     if report.skipped:
         return EXIT_USER_ERROR
+
+
+def run_daemon(args):
+    from . import daemon
+    from .atoms import verbs
+    from .notify import telegram
+    settings = settings_for(args)
+    if args.inject and not args.once:
+        raise KiriError("--inject goes with --once")
+    with opened_store(settings) as store:
+        inject = {}
+        for atom, text in args.inject or []:
+            module = verbs.atom_module(atom, settings)
+            values = verbs.parse_observation(module.SPEC, text)
+            if values is None:
+                raise KiriError(f"--inject {atom}: give values (C=95 M=90 …), not tokens")
+            inject[atom] = values
+        daemon.setup_logging(settings)
+        d = daemon.Daemon(settings, store, bot=telegram.from_settings(settings))
+        if args.once:
+            print(format_cycle(d.cycle(inject=inject)))
+        else:
+            d.install_signal_handlers()
+            print(f"kiri daemon: running (log {settings.log_path}); Ctrl-C or SIGTERM stops it", flush=True)
+            d.run_forever()
+
+
+def format_cycle(result):
+    """One cycle in a few lines: each atom's score, Nerve's decision, the alert."""
+    lines = []
+    for s in result.scores:
+        lines.append(f"{s.atom}: score {s.score:.3f}  threshold {s.threshold:.3f}  {s.verdict}")
+    for atom, why in sorted(result.absent.items()):
+        lines.append(f"{atom}: absent ({why})")
+    if result.decision is None:
+        lines.append("nerve: nothing new to decide on")
+    else:
+        d = result.decision
+        lines.append(f"nerve: {d['action']} (p {d['probability']:.2f}, {d['source']})")
+    if result.alert:
+        a = result.alert
+        head = f"alert {a['id']}" + (" (repeat, merged)" if a.get("merged_into") else "")
+        lines.append(head + ":\n  " + a["message"].replace("\n", "\n  "))
+    lines += [f"meta: {m}" for m in result.meta]
+    lines += [f"error: {pipe} {stage}: {error}" for pipe, stage, error in result.errors]
+    return "\n".join(lines)
+
+
+def run_daemon_install(args):
+    from . import units
+    settings = settings_for(args)
+    installed = units.install(args.kind, print_only=args.print, home=settings.home)
+    if args.print or installed.path is None:
+        print(installed.text, end="" if installed.text.endswith("\n") else "\n")
+    if installed.path is not None:
+        print(f"wrote {installed.path}")
+    if installed.next_command:
+        print(f"next: {installed.next_command}")
+
+
+def run_status(args):
+    from . import status
+    settings = settings_for(args)
+    with opened_store(settings) as store:
+        info = status.collect_status(settings, store)
+    print(json.dumps(info) if args.json else status.format_status(info))
+
+
+def run_alerts(args):
+    settings = settings_for(args)
+    with opened_store(settings) as store:
+        alerts = store.alerts(limit=args.limit)
+    if args.json:
+        print(json.dumps(alerts))
+        return
+    if not alerts:
+        print("no alerts")
+    for a in alerts:
+        fb = a["feedback"]["verdict"] if a["feedback"] else "no answer"
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a["ts"]))
+        print(f"#{a['id']}  {when}  {a['atom']:<8} {a['state']:<10} {fb:<10} {a['message'].splitlines()[0]}")
+
+
+def run_alerts_test(args):
+    from .notify import telegram
+    settings = settings_for(args)
+    bot = telegram.from_settings(settings)
+    with opened_store(settings) as store:
+        alert_id = store.add_alert("nerve", "KIRI test alert: if you can read this, alerts reach you.",
+                                   situation="test")
+        print(f"log: test alert {alert_id} written to the store (`kiri alerts` lists it)")
+        if bot is None:
+            print("telegram: not configured (set KIRI_TELEGRAM_TOKEN and KIRI_TELEGRAM_CHAT_ID)")
+            return
+        try:
+            message_id = bot.send_alert("KIRI test alert: if you can read this, alerts reach you. "
+                                        "The buttons record an answer to this test alert.", alert_id)
+        except telegram.TelegramError as e:
+            raise KiriError(f"telegram: the test alert did not arrive: {e}") from None
+        print(f"telegram: delivered (message {message_id})")
+
+
+def run_feedback(args):
+    settings = settings_for(args)
+    with opened_store(settings) as store:
+        try:
+            replaced = store.add_feedback(args.alert_id, args.verdict)
+        except KeyError:
+            raise KiriError(f"alert {args.alert_id} does not exist (`kiri alerts` lists them)") from None
+    print(f"alert {args.alert_id}: {args.verdict}" + (" (replaced your earlier answer)" if replaced else ""))
+
+
+def run_nerve_train(args):
+    from . import daemon
+    from .atoms import verbs
+    settings = settings_for(args)
+    with opened_store(settings) as store:
+        labelled = store.labelled_decisions()
+        daemon.train_nerve(settings, store, list(verbs.all_atoms(settings)), labelled)
+    answers = sum(1 for d in labelled if d["verdict"])
+    print(f"nerve: trained on {len(labelled)} decisions ({answers} answered); saved {settings.weights_path('nerve')}")
+
+
+def run_init(args):
+    from .config import write_default_config
+    settings = settings_for(args)
+    path = write_default_config(settings.home)
+    print(f"created {path} (mode 0600): edit it, then run `kiri daemon --once`")
 
 
 def run_demo(args):

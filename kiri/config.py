@@ -17,19 +17,31 @@ from .errors import KiriError
 
 DEFAULT_HOME = "~/.kiri"
 
-# key -> default (as text, the way a config file or the environment gives it)
-DEFAULTS = {
-    "engine": DEFAULT_ENGINE,
-    "pulse_source": "system",        # system | mikrotik
-    "pulse_disk": "",                # path whose volume D measures; empty = / (Linux) or the data volume (macOS)
-    "mikrotik_url": "",              # e.g. https://192.168.88.1
-    "mikrotik_user": "",
-    "mikrotik_password": "",
-    "mikrotik_cafile": "",           # trust this CA file for the router's certificate
-    "mikrotik_verify": "yes",        # no = skip certificate verification (explicitly)
-    "rhythm_repos": "",              # git repositories whose commits Rhythm counts, separated by ':' or ','
+# key -> (default, what it means). Values are text, as a config file or the environment gives them.
+KEYS = {
+    "engine": (DEFAULT_ENGINE, "fast, value (the scalar-autograd reference) or torch (optional)"),
+    "pulse_source": ("system", "system (this machine) or mikrotik"),
+    "pulse_disk": ("", "path whose volume D measures; empty = / (Linux) or the data volume (macOS)"),
+    "mikrotik_url": ("", "RouterOS REST base, e.g. https://192.168.88.1"),
+    "mikrotik_user": ("", "RouterOS user (a read-only one is enough)"),
+    "mikrotik_password": ("", "RouterOS password (secret: keep this file chmod 600)"),
+    "mikrotik_cafile": ("", "trust this CA file for the router's certificate"),
+    "mikrotik_verify": ("yes", "no = skip certificate verification (explicitly)"),
+    "rhythm_repos": ("", "git repositories whose commits Rhythm counts, separated by ':' or ','"),
+    "telegram_token": ("", "the bot's token from @BotFather (secret); empty = no Telegram"),
+    "telegram_chat_id": ("", "the chat alerts go to (a user's id, a group's negative id, or @channel)"),
+    "telegram_api": ("https://api.telegram.org", "the Bot API server"),
+    "pulse_interval": ("300", "seconds between Pulse readings in the daemon"),
+    "rhythm_interval": ("300", "seconds between Rhythm readings in the daemon"),
+    "drift_interval": ("3600", "seconds per Drift period in the daemon"),
+    "tick": ("30", "seconds the daemon sleeps between checks for due work"),
+    "alert_cooldown": ("3600", "seconds during which repeats of one situation merge into one alert"),
+    "retrain_days": ("7", "each atom retrains on its last N days, every N days"),
+    "spawn_after": ("288", "a declared atom with no weights is trained once it has this many readings"),
+    "nerve_retrain_answers": ("3", "Nerve retrains after this many new answers (and daily)"),
 }
-SECRETS = ("mikrotik_password",)
+DEFAULTS = {key: default for key, (default, _) in KEYS.items()}
+SECRETS = ("mikrotik_password", "telegram_token")
 
 
 @dataclass
@@ -37,6 +49,7 @@ class Settings:
     home: Path
     engine: str = DEFAULT_ENGINE
     values: dict = field(default_factory=dict)
+    atoms: dict = field(default_factory=dict)   # your own atoms: name -> {schema, command, interval, steps}
 
     def get(self, key):
         return self.values.get(key, DEFAULTS[key])
@@ -48,6 +61,15 @@ class Settings:
         if text in ("0", "no", "false", "off"):
             return False
         raise KiriError(f"setting {key} must be yes or no, got {text!r}")
+
+    def number(self, key):
+        try:
+            value = float(self.get(key))
+        except ValueError:
+            raise KiriError(f"setting {key} must be a number, got {self.get(key)!r}") from None
+        if not value > 0:
+            raise KiriError(f"setting {key} must be greater than 0, got {self.get(key)!r}")
+        return value
 
     def paths(self, key):
         text = self.get(key).replace(",", os.pathsep)
@@ -74,7 +96,8 @@ def load_settings(home=None, engine=None, env=None):
     env = os.environ if env is None else env
     home_path = Path(home or env.get("KIRI_HOME") or DEFAULT_HOME).expanduser()
     values = dict(DEFAULTS)
-    values.update(read_config_file(Path(env.get("KIRI_CONFIG") or home_path / "config.ini")))
+    file_values, atoms = read_config_file(Path(env.get("KIRI_CONFIG") or home_path / "config.ini"))
+    values.update(file_values)
     for key in DEFAULTS:
         if env.get("KIRI_" + key.upper()):
             values[key] = env["KIRI_" + key.upper()]
@@ -82,13 +105,13 @@ def load_settings(home=None, engine=None, env=None):
         values["engine"] = engine
     if values["engine"] not in ENGINES:
         raise KiriError(f"engine must be one of {', '.join(ENGINES)}, got {values['engine']!r}")
-    return Settings(home=home_path, engine=values["engine"], values=values)
+    return Settings(home=home_path, engine=values["engine"], values=values, atoms=atoms)
 
 
 def read_config_file(path):
-    """The [kiri] section of an INI file as a dict; a missing file is an empty dict."""
+    """([kiri] section as a dict, {atom name: its [atom:NAME] section}); a missing file is empty."""
     if not path.exists():
-        return {}
+        return {}, {}
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
@@ -100,4 +123,32 @@ def read_config_file(path):
         raise KiriError(f"config file {path}: unknown key {unknown[0]!r} in [kiri]")
     if any(values.get(key) for key in SECRETS) and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KiriError(f"config file {path} holds a secret but is readable by others; run: chmod 600 {path}")
-    return values
+    atoms = {}
+    for section in parser.sections():
+        if section.startswith("atom:"):
+            atoms[section[len("atom:"):].strip()] = dict(parser[section])
+        elif section != "kiri":
+            raise KiriError(f"config file {path}: unknown section [{section}] (expected [kiri] or [atom:NAME])")
+    return values, atoms
+
+
+def write_default_config(home):
+    """Create `home` and a commented config.ini (mode 0600) listing every key; never overwrite."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(str(home), 0o700)
+    path = home / "config.ini"
+    if path.exists():
+        raise KiriError(f"{path} already exists; edit it (or remove it to start afresh)")
+    lines = ["# KIRI settings. Uncomment a key to change it; the environment (KIRI_<KEY>) overrides this file.",
+             "# Secrets (telegram_token, mikrotik_password) make KIRI refuse this file unless it is chmod 600.",
+             "[kiri]"]
+    for key, (default, meaning) in KEYS.items():
+        lines += [f"# {meaning}", f"# {key} = {default}"]
+    lines += ["", "# Your own atom: a command that prints one JSON object of values, read every interval.",
+              "# [atom:gpu]", "# schema = T=20:100:8 U=0:100:5", "# command = /usr/local/bin/gpu-stats",
+              "# interval = 300", ""]
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    return path

@@ -17,10 +17,20 @@ from .sources import CollectorError
 BUILTIN = ("pulse", "rhythm", "drift")
 
 
-def atom_module(name):
-    if name not in BUILTIN:
-        raise KiriError(f"unknown atom {name!r}; choose one of {', '.join(BUILTIN)}")
-    return importlib.import_module(f"kiri.atoms.{name}.schema")
+def atom_module(name, settings=None):
+    """The module of a built-in atom, or of one declared in the config file ([atom:NAME])."""
+    if name in BUILTIN:
+        return importlib.import_module(f"kiri.atoms.{name}.schema")
+    if settings is not None and name in settings.atoms:
+        from .custom import make_module
+        return make_module(name, settings.atoms[name])
+    declared = sorted(settings.atoms) if settings is not None else []
+    raise KiriError(f"unknown atom {name!r}; choose one of {', '.join(list(BUILTIN) + declared)}")
+
+
+def all_atoms(settings):
+    """Every atom this installation runs: the built-ins, then the declared ones, by name."""
+    return {name: atom_module(name, settings) for name in list(BUILTIN) + sorted(settings.atoms)}
 
 
 def load_atom(module, settings):

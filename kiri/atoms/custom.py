@@ -1,0 +1,90 @@
+"""Your own atoms, declared in the config file: a name, a schema, a command, an interval.
+
+    [atom:gpu]
+    schema = T=20:100:8 U=0:100:5          # field=lo:hi:buckets, in token order
+    command = /usr/local/bin/gpu-stats      # prints one JSON object: {"T": 61, "U": 37}
+    interval = 300                          # seconds between readings (default 300)
+    steps = 500                             # training steps (default 500)
+
+The daemon collects it like a built-in atom; `spawn:<name>` trains it once it has
+enough readings, and Nerve reads its score like the others'. The command runs without
+a shell (wrap it in `sh -c '…'` for pipes) with a 30-second timeout.
+"""
+
+import json
+import math
+import shlex
+from types import SimpleNamespace
+
+from ..errors import KiriError
+from .atom import AtomSpec
+from .sources import CollectorError, run_command
+
+RESERVED = ("pulse", "rhythm", "drift", "nerve")
+
+
+def parse_schema(name, text):
+    """'T=20:100:8 U=0:100:5' → {"T": (20.0, 100.0, 8), "U": (0.0, 100.0, 5)}."""
+    schema = {}
+    for word in text.split():
+        field, _, spec = word.partition("=")
+        parts = spec.split(":")
+        try:
+            lo, hi, buckets = float(parts[0]), float(parts[1]), int(parts[2])
+        except (ValueError, IndexError):
+            raise KiriError(f"atom {name}: schema entry {word!r} must look like T=0:100:10") from None
+        if len(parts) != 3 or not field.isalpha() or field in schema:
+            raise KiriError(f"atom {name}: schema entry {word!r} must look like T=0:100:10 (a new field name of letters)")
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and buckets >= 1):
+            raise KiriError(f"atom {name}: schema entry {word!r} needs lo < hi and at least one bucket")
+        schema[field] = (lo, hi, buckets)
+    if not schema:
+        raise KiriError(f"atom {name}: schema is empty")
+    return schema
+
+
+def make_module(name, section):
+    """An atom module (SPEC, read, synthetic) for one [atom:NAME] section."""
+    if not name.isalpha() or name.lower() in RESERVED:
+        raise KiriError(f"atom name {name!r} must be letters only and not one of {', '.join(RESERVED)}")
+    unknown = sorted(set(section) - {"schema", "command", "interval", "steps"})
+    if unknown:
+        raise KiriError(f"atom {name}: unknown key {unknown[0]!r}")
+    if not section.get("command", "").strip():
+        raise KiriError(f"atom {name}: command is missing")
+    schema = parse_schema(name, section.get("schema", ""))
+    try:
+        interval, steps = float(section.get("interval", 300)), int(section.get("steps", 500))
+    except ValueError:
+        raise KiriError(f"atom {name}: interval and steps must be numbers") from None
+    if interval <= 0 or steps < 1:
+        raise KiriError(f"atom {name}: interval and steps must be greater than 0")
+    # One previous reading as context, when two readings still fit the 16-token block.
+    context = 1 if 2 * (len(schema) + 1) <= 17 else 0
+    if len(schema) + 1 > 17:
+        raise KiriError(f"atom {name}: at most 16 fields fit a 16-token block")
+    spec = AtomSpec(name=name, schema=schema, labels={f: (f, "") for f in schema},
+                    context=context, interval=interval, steps=steps)
+    argv = shlex.split(section["command"])
+
+    def read(settings, store):
+        text = run_command(argv, source=name)
+        try:
+            values = json.loads(text)
+        except ValueError:
+            raise CollectorError(f"{name}: the command did not print one JSON object: {text.strip()[:80]!r}") from None
+        if not isinstance(values, dict):
+            raise CollectorError(f"{name}: the command printed {type(values).__name__}, not a JSON object")
+        missing = [f for f in schema if f not in values]
+        if missing:
+            raise CollectorError(f"{name}: the command's JSON has no field {missing[0]!r}")
+        for f in schema:
+            v = values[f]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise CollectorError(f"{name}: field {f} must be a finite number, got {v!r}")
+        return {f: values[f] for f in schema}, "command"
+
+    def synthetic(rng, ts):
+        raise KiriError(f"{name}: a declared atom has no synthetic history; collect real readings")
+
+    return SimpleNamespace(SPEC=spec, read=read, synthetic=synthetic)

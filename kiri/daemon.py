@@ -1,0 +1,342 @@
+"""The daemon: collect → score → decide → act, on a schedule, forever.
+
+One cycle (`kiri daemon --once`, or every `tick` seconds in `kiri daemon`):
+
+1. each atom whose interval has passed takes a reading and scores it (its own pipe:
+   a failing source or a missing model never stops the others);
+2. Nerve reads every atom's latest score relative to its threshold (an atom with no
+   recent score, no weights, or no source here is *absent*, never "0 = normal") and
+   decides: ok, alert or suppress;
+3. acting: an alert is stored, merged with a repeat of the same situation inside the
+   cooldown, and queued for Telegram (or written to the log when Telegram is not set up);
+4. housekeeping: Telegram's outbox is delivered and its button presses become feedback;
+   Nerve retrains after every few answers and daily; each atom retrains on its last
+   days on a schedule (`retrain:<atom>:7d`), and a declared atom with enough readings
+   but no weights is trained (`spawn:<atom>`).
+
+SIGTERM / SIGINT stop the daemon after the stage it is in.
+"""
+
+import logging
+import logging.handlers
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .atoms import verbs
+from .atoms.atom import Atom
+from .atoms.nerve import schema as nerve
+from .atoms.sources import CollectorError
+from .compose import Molecule, Pipe
+from .errors import KiriError
+
+log = logging.getLogger("kiri.daemon")
+
+HEARTBEAT_KEY = "daemon.heartbeat"
+LAST_CYCLE_KEY = "daemon.last_cycle"
+NERVE_TRAINED_KEY = "nerve.trained_at"
+NERVE_ANSWERS_KEY = "nerve.answers_at_training"
+SURPRISING = 2.0          # a token this surprising (nats) is named in an alert
+
+
+def setup_logging(settings, level=logging.INFO):
+    """KIRI_HOME/kiri.log, rotated at 1 MB, three old files kept."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(settings.log_path, maxBytes=1_000_000, backupCount=3,
+                                                   encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("kiri")
+    root.handlers = [h for h in root.handlers if not isinstance(h, logging.handlers.RotatingFileHandler)]
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+@dataclass
+class CycleResult:
+    ts: float
+    scores: list = field(default_factory=list)        # Score objects of this cycle
+    absent: dict = field(default_factory=dict)        # atom -> why it has no score
+    decision: dict = None                              # {id, action, probability, source, state}
+    alert: dict = None                                 # {id, message, merged_into}
+    meta: list = field(default_factory=list)          # meta-actions run: ["retrain:pulse:7d", …]
+    errors: list = field(default_factory=list)        # (pipe, stage, error)
+
+
+class Daemon:
+    def __init__(self, settings, store, clock=time.time, bot=None):
+        self.settings, self.store, self.clock = settings, store, clock
+        self.modules = verbs.all_atoms(settings)
+        self.bot = bot
+        self.stop_event = threading.Event()
+
+    # --- one cycle -------------------------------------------------------------------
+
+    def cycle(self, inject=None):
+        """Run one full cycle; `inject` = {atom: values} replaces those atoms' readings."""
+        now = self.clock()
+        result = CycleResult(ts=now)
+        inject = inject or {}
+        pipes = {name: Pipe(name, [("collect", self._collector(name, now, inject.get(name), result)),
+                                   ("score", self._scorer(name, result))], on_error=self._log_error)
+                 for name in self.modules}
+        molecule = Molecule(pipes, decide=lambda scores: self.decide(scores, now, result, bool(inject)),
+                            act=lambda decision: self.act(decision, now, result), on_error=self._log_error)
+        report = molecule.cycle()
+        result.errors += report.errors
+        for step in (self.deliver_and_poll, self.housekeeping):
+            if self.stop_event.is_set():
+                break
+            try:
+                step(now, result)
+            except Exception as e:  # housekeeping must never take the loop down
+                result.errors.append(("housekeeping", step.__name__, str(e)))
+                log.exception("%s failed", step.__name__)
+        self.store.set_kv(HEARTBEAT_KEY, self.clock())
+        self.store.set_kv(LAST_CYCLE_KEY, summary(result))
+        return result
+
+    def _log_error(self, pipe, stage, error, tb):
+        if isinstance(error, KiriError):
+            log.warning("%s %s: %s", pipe, stage, error)
+        else:
+            log.error("%s %s failed:\n%s", pipe, stage, tb)
+
+    def interval(self, name):
+        module = self.modules[name]
+        key = f"{name}_interval"
+        return self.settings.number(key) if key in self.settings.values else module.SPEC.interval
+
+    def _collector(self, name, now, injected, result):
+        module = self.modules[name]
+
+        def collect(_):
+            if injected is not None:
+                obs_id = self.store.add_observation(name, injected, ts=now, source="inject")
+                return self.store.observation(obs_id)
+            latest = self.store.latest_observation(name, real_only=True)
+            if latest and now - latest["ts"] < 0.9 * self.interval(name):
+                return None  # not due yet
+            try:
+                obs = verbs.collect_once(module, self.settings, self.store, now=now)
+            except CollectorError as e:
+                # Not a crash and not a 0: the atom is absent this cycle and `status` says why.
+                # Logged when the reason changes, not every cycle.
+                result.absent[name] = f"unavailable: {e}"
+                if self.store.get_kv(f"atom.{name}.source") != str(e):
+                    log.warning("%s: %s (left out until it can be read)", name, e)
+                    self.store.set_kv(f"atom.{name}.source", str(e))
+                return None
+            self.store.set_kv(f"atom.{name}.source", "")
+            return obs
+        return collect
+
+    def _scorer(self, name, result):
+        module = self.modules[name]
+
+        def score(obs):
+            if obs is None:
+                return None
+            atom = verbs.load_atom(module, self.settings)
+            if not atom.trained:
+                result.absent[name] = "no weights yet"
+                return None
+            history = self.store.observations(name, until=obs["ts"] + 1e-6, limit=module.SPEC.context + 1)
+            s = atom.score(obs["values"], atom.context_of(history, len(history) - 1))
+            self.store.add_score(name, s.score, threshold=s.threshold, verdict=s.verdict,
+                                 tokens=s.to_json()["tokens"], observation_id=obs["id"], ts=obs["ts"])
+            result.scores.append(s)
+            return s
+        return score
+
+    def recent_scores(self, now, fresh):
+        """Each atom's latest score if it is recent (within two of its intervals), else absent."""
+        by_atom = {s.atom: s for s in fresh}
+        out = []
+        for name in self.modules:
+            if name in by_atom:
+                out.append(by_atom[name])
+                continue
+            latest = self.store.latest_scores(name, limit=1)
+            if latest and now - latest[0]["ts"] <= 2 * self.interval(name) and latest[0]["threshold"]:
+                out.append(SimpleScore(name, latest[0]["score"], latest[0]["threshold"]))
+        return out
+
+    def decide(self, fresh, now, result, injected=False):
+        """Nerve's decision over every atom's recent score; None when nothing new was scored."""
+        if not fresh:
+            return None
+        atoms = list(self.modules)
+        state = nerve.state_of(self.recent_scores(now, fresh), atoms, now)
+        nerve_atom = self.load_nerve()
+        action, probability, source = nerve.decide(nerve_atom, state)
+        source = "inject" if injected and source == "rule" else source
+        decision_id = self.store.add_decision(state, action, probability, source=source, ts=now)
+        result.decision = {"id": decision_id, "action": action, "probability": probability, "source": source,
+                           "state": state}
+        log.info("decision %s (p %.2f, %s) on %s", action, probability, source, describe_state(state))
+        return result.decision
+
+    def act(self, decision, now, result):
+        if decision is None or decision["action"] == "ok":
+            return None
+        flagged = [s for s in result.scores if s.verdict == "anomaly"] or \
+                  [s for s in self.recent_scores(now, result.scores) if s.score > s.threshold]
+        situation = situation_of(flagged)
+        if decision["action"] == "suppress":
+            log.info("suppressed (Nerve has learned you do not want this one): %s", situation)
+            return None
+        cooldown = self.settings.number("alert_cooldown")
+        earlier = self.store.last_alert(situation, since=now - cooldown)
+        if earlier is not None:
+            log.info("repeat of alert %s within the cooldown: %s", earlier["id"], situation)
+            result.alert = {"id": earlier["id"], "merged_into": earlier["id"], "message": earlier["message"]}
+            return result.alert
+        from .notify.telegram import format_alert
+        labels = {name: m.SPEC.labels for name, m in self.modules.items()}
+        message = format_alert([score_dict(s) for s in flagged], labels=labels) if flagged else \
+            f"KIRI alert: Nerve decided to alert on {describe_state(decision['state'])}"
+        main_atom = flagged[0].atom if flagged else "nerve"
+        alert_id = self.store.add_alert(main_atom, message, decision_id=decision["id"], situation=situation,
+                                        details={"scores": [score_dict(s) for s in flagged]}, ts=now)
+        if self.bot is not None:
+            self.store.enqueue("telegram", {"text": message, "alert_id": alert_id}, f"alert:{alert_id}",
+                               alert_id=alert_id, ts=now)
+        else:
+            log.warning("ALERT %s: %s", alert_id, message.replace("\n", " | "))
+        result.alert = {"id": alert_id, "merged_into": None, "message": message}
+        return result.alert
+
+    # --- housekeeping ----------------------------------------------------------------
+
+    def deliver_and_poll(self, now, result):
+        if self.bot is None:
+            return
+        from .notify import telegram
+        telegram.deliver(self.store, self.bot, now)
+        for alert_id, verdict, replaced in telegram.poll(self.store, self.bot):
+            log.info("feedback from Telegram: alert %s %s%s", alert_id, verdict, " (replaced)" if replaced else "")
+
+    def housekeeping(self, now, result):
+        self.maybe_retrain_nerve(now, result)
+        for name, module in self.modules.items():
+            if self.stop_event.is_set():
+                return
+            path = self.settings.weights_path(name)
+            atom = verbs.load_atom(module, self.settings)
+            if not atom.trained:
+                if name in self.settings.atoms and \
+                        self.store.observation_count(name) >= self.settings.number("spawn_after"):
+                    self.meta(f"spawn:{name}", now, result)
+                continue
+            trained_at = atom.weights.trained_on.get("to_ts") or 0
+            days = self.settings.number("retrain_days")
+            if path.exists() and now - max(trained_at, path.stat().st_mtime) > days * 86400:
+                self.meta(f"retrain:{name}:{days:g}d", now, result)
+
+    def meta(self, action, now, result):
+        """Run a meta-action for real and record it as a decision."""
+        run_meta(action, self.settings, self.store, self.modules)
+        self.store.add_decision({}, action, 1.0, source="rule", ts=now)
+        result.meta.append(action)
+        log.info("%s done", action)
+
+    def load_nerve(self):
+        return Atom.load(nerve.spec(list(self.modules)), self.settings.weights_path("nerve"),
+                         engine=self.settings.engine)
+
+    def maybe_retrain_nerve(self, now, result):
+        labelled = self.store.labelled_decisions()
+        if not nerve.ready(labelled):
+            return
+        answers = sum(1 for d in labelled if d["verdict"])
+        since_answers = answers - (self.store.get_kv(NERVE_ANSWERS_KEY) or 0)
+        age = now - (self.store.get_kv(NERVE_TRAINED_KEY) or 0)
+        if since_answers >= self.settings.number("nerve_retrain_answers") or age > 86400:
+            train_nerve(self.settings, self.store, list(self.modules), labelled)
+            self.store.set_kv(NERVE_TRAINED_KEY, now)
+            self.store.set_kv(NERVE_ANSWERS_KEY, answers)
+            result.meta.append("retrain:nerve")
+            log.info("Nerve retrained on %d decisions (%d answers)", len(labelled), answers)
+
+    # --- forever -----------------------------------------------------------------------
+
+    def run_forever(self, sleep=None):
+        """Cycle every `tick` seconds until SIGTERM/SIGINT (or stop_event) arrives."""
+        tick = self.settings.number("tick")
+        log.info("daemon started (tick %gs, atoms %s)", tick, ", ".join(self.modules))
+        while not self.stop_event.is_set():
+            try:
+                self.cycle()
+            except Exception:  # the loop outlives any bug in one cycle
+                log.exception("cycle failed")
+            (sleep or self.stop_event.wait)(tick)
+        log.info("daemon stopped")
+
+    def install_signal_handlers(self):
+        def stop(signum, frame):
+            log.info("signal %s: stopping after the current stage", signum)
+            self.stop_event.set()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+
+@dataclass
+class SimpleScore:
+    """A stored score, enough for Nerve's state and for an alert's situation."""
+    atom: str
+    score: float
+    threshold: float
+    tokens: list = field(default_factory=list)
+
+    @property
+    def verdict(self):
+        return "anomaly" if self.score > self.threshold else "normal"
+
+
+def run_meta(action, settings, store, modules=None):
+    """`retrain:<atom>:<days>d` or `spawn:<atom>`: train and atomically swap the weights."""
+    modules = modules or verbs.all_atoms(settings)
+    parts = action.split(":")
+    if parts[0] == "retrain" and len(parts) == 3 and parts[1] in modules and parts[2].endswith("d"):
+        days = float(parts[2][:-1])
+        # The old weights keep serving until save() renames the new file over them.
+        return verbs.train(modules[parts[1]], settings, store, days=days)
+    if parts[0] == "spawn" and len(parts) == 2 and parts[1] in modules:
+        return verbs.train(modules[parts[1]], settings, store)
+    raise KiriError(f"unknown meta-action {action!r}")
+
+
+def train_nerve(settings, store, atoms, labelled=None):
+    labelled = store.labelled_decisions() if labelled is None else labelled
+    if not labelled:
+        raise KiriError("nerve: no decisions stored yet; let the daemon run a few cycles first")
+    return nerve.train(atoms, labelled, settings.weights_path("nerve"), engine=settings.engine)
+
+
+def situation_of(scores):
+    """What makes two alerts 'the same situation': which atoms, and their most surprising tokens."""
+    parts = []
+    for s in sorted(scores, key=lambda s: s.atom):
+        top = sorted((t for t in s.tokens if t.get("surprise", 0) > SURPRISING), key=lambda t: -t["surprise"])[:3]
+        parts.append(s.atom + (":" + "+".join(sorted(t["token"] for t in top)) if top else ""))
+    return ",".join(parts) or "unknown"
+
+
+def score_dict(s):
+    return {"atom": s.atom, "score": s.score, "threshold": s.threshold, "tokens": list(s.tokens)}
+
+
+def describe_state(state):
+    return " ".join(f"{k}={'-' if v is None else round(v, 2)}" for k, v in state.items())
+
+
+def summary(result):
+    """What `kiri status` shows of the last cycle."""
+    return {"ts": result.ts,
+            "scores": {s.atom: {"score": s.score, "threshold": s.threshold, "verdict": s.verdict} for s in result.scores},
+            "absent": result.absent,
+            "decision": None if result.decision is None else
+            {k: result.decision[k] for k in ("id", "action", "probability", "source")},
+            "alert": result.alert, "meta": result.meta, "errors": [list(e) for e in result.errors]}
