@@ -313,20 +313,7 @@ def run_score(args):
     if args.json:
         print(json.dumps(result.to_json()))
     else:
-        print(format_score(result))
-
-
-def format_score(result):
-    """The score, the verdict and the per-token table a person reads."""
-    lines = [f"{result.atom}: score {result.score:.3f}  threshold {result.threshold:.3f}  "
-             f"ratio {result.ratio:.2f}  {result.verdict.upper()}"]
-    lines.append(f"  {'token':<7}{'surprise':>9}  {'expected':<9}{'p':>6}")
-    for t in result.tokens:
-        mark = "  <-- unexpected" if t["surprise"] > max(result.threshold, 2.0) else ""
-        lines.append(f"  {t['token']:<7}{t['surprise']:>9.2f}  {t['expected']:<9}{t['p_expected']:>6.2f}{mark}")
-    if result.clamped:
-        lines.append(f"  clamped to the edge bucket: {', '.join(result.clamped)}")
-    return "\n".join(lines)
+        print(result.explain())
 
 
 def run_task(args):
@@ -387,32 +374,11 @@ def run_daemon(args):
         daemon.setup_logging(settings)
         d = daemon.Daemon(settings, store, bot=telegram.from_settings(settings))
         if args.once:
-            print(format_cycle(d.cycle(inject=inject)))
+            print(daemon.describe_cycle(d.cycle(inject=inject)))
         else:
             d.install_signal_handlers()
             print(f"kiri daemon: running (log {settings.log_path}); Ctrl-C or SIGTERM stops it", flush=True)
             d.run_forever()
-
-
-def format_cycle(result):
-    """One cycle in a few lines: each atom's score, Nerve's decision, the alert."""
-    lines = []
-    for s in result.scores:
-        lines.append(f"{s.atom}: score {s.score:.3f}  threshold {s.threshold:.3f}  {s.verdict}")
-    for atom, why in sorted(result.absent.items()):
-        lines.append(f"{atom}: absent ({why})")
-    if result.decision is None:
-        lines.append("nerve: nothing new to decide on")
-    else:
-        d = result.decision
-        lines.append(f"nerve: {d['action']} (p {d['probability']:.2f}, {d['source']})")
-    if result.alert:
-        a = result.alert
-        head = f"alert {a['id']}" + (" (repeat, merged)" if a.get("merged_into") else "")
-        lines.append(head + ":\n  " + a["message"].replace("\n", "\n  "))
-    lines += [f"meta: {m}" for m in result.meta]
-    lines += [f"error: {pipe} {stage}: {error}" for pipe, stage, error in result.errors]
-    return "\n".join(lines)
 
 
 def run_daemon_install(args):
@@ -500,7 +466,7 @@ def run_init(args):
 def run_demo(args):
     from . import demo
     demo.run(home=args.home, seconds=args.seconds, steps=args.steps, report=print_flush,
-             progress=Progress(label="pulse"), format_score=format_score)
+             progress=Progress(label="pulse"))
 
 
 def run_bench_speed(args):

@@ -73,12 +73,15 @@ class Daemon:
 
     # --- one cycle -------------------------------------------------------------------
 
-    def cycle(self, inject=None):
-        """Run one full cycle; `inject` = {atom: values} replaces those atoms' readings."""
+    def cycle(self, inject=None, collect_all=False):
+        """Run one full cycle; `inject` = {atom: values} replaces those atoms' readings.
+
+        Each atom reads only when its interval has passed, unless `collect_all`.
+        """
         now = self.clock()
         result = CycleResult(ts=now)
         inject = inject or {}
-        pipes = {name: Pipe(name, [("collect", self._collector(name, now, inject.get(name), result)),
+        pipes = {name: Pipe(name, [("collect", self._collector(name, now, inject.get(name), result, collect_all)),
                                    ("score", self._scorer(name, result))], on_error=self._log_error)
                  for name in self.modules}
         molecule = Molecule(pipes, decide=lambda scores: self.decide(scores, now, result, bool(inject)),
@@ -108,7 +111,7 @@ class Daemon:
         key = f"{name}_interval"
         return self.settings.number(key) if key in self.settings.values else module.SPEC.interval
 
-    def _collector(self, name, now, injected, result):
+    def _collector(self, name, now, injected, result, collect_all=False):
         module = self.modules[name]
 
         def collect(_):
@@ -116,7 +119,7 @@ class Daemon:
                 obs_id = self.store.add_observation(name, injected, ts=now, source="inject")
                 return self.store.observation(obs_id)
             latest = self.store.latest_observation(name, real_only=True)
-            if latest and now - latest["ts"] < 0.9 * self.interval(name):
+            if latest and not collect_all and now - latest["ts"] < 0.9 * self.interval(name):
                 return None  # not due yet
             try:
                 obs = verbs.collect_once(module, self.settings, self.store, now=now)
@@ -125,7 +128,7 @@ class Daemon:
                 # Logged when the reason changes, not every cycle.
                 result.absent[name] = f"unavailable: {e}"
                 if self.store.get_kv(f"atom.{name}.source") != str(e):
-                    log.warning("%s: %s (left out until it can be read)", name, e)
+                    log.warning("%s (left out until it can be read)", e)
                     self.store.set_kv(f"atom.{name}.source", str(e))
                 return None
             self.store.set_kv(f"atom.{name}.source", "")
@@ -340,3 +343,24 @@ def summary(result):
             "decision": None if result.decision is None else
             {k: result.decision[k] for k in ("id", "action", "probability", "source")},
             "alert": result.alert, "meta": result.meta, "errors": [list(e) for e in result.errors]}
+
+
+def describe_cycle(result):
+    """One cycle in a few lines: each atom's score, Nerve's decision, the alert."""
+    lines = []
+    for s in result.scores:
+        lines.append(f"{s.atom}: score {s.score:.3f}  threshold {s.threshold:.3f}  {s.verdict}")
+    for atom, why in sorted(result.absent.items()):
+        lines.append(f"{atom}: absent ({why})")
+    if result.decision is None:
+        lines.append("nerve: nothing new to decide on")
+    else:
+        d = result.decision
+        lines.append(f"nerve: {d['action']} (p {d['probability']:.2f}, {d['source']})")
+    if result.alert:
+        a = result.alert
+        head = f"alert {a['id']}" + (" (repeat, merged)" if a.get("merged_into") else "")
+        lines.append(head + ":\n  " + a["message"].replace("\n", "\n  "))
+    lines += [f"meta: {m}" for m in result.meta]
+    lines += [f"error: {pipe} {stage}: {error}" for pipe, stage, error in result.errors]
+    return "\n".join(lines)

@@ -4,22 +4,25 @@
 2. add a week of synthetic working-hours history (marked synthetic);
 3. train the Pulse atom with the fast engine and calibrate its threshold;
 4. score the latest real reading and the seed's two showcase observations, and
-   explain each token: what came, what the model expected, how surprised it was.
+   explain each token: what came, what the model expected, how surprised it was;
+5. run one daemon cycle (each atom reads now; Nerve decides), then one on an injected
+   anomaly, printing the alert it would send (to the log: no Telegram in the demo).
 """
 
 import tempfile
 from pathlib import Path
 
+from . import daemon
 from .atoms import verbs
 from .config import load_settings
 from .store import open_store
 
 SHOWCASE = ("C5 M5 D4 S1 L1 N1", "C9 M9 D4 S4 L4 N1")
+INJECTED = "C=95 M=90 D=40 S=80 L=18 N=1"
 WEEK_OF_READINGS = 7 * 24 * 12  # one every 5 minutes
 
 
-def run(home=None, seconds=20, steps=400, synthetic=WEEK_OF_READINGS, report=print, progress=None,
-        format_score=None):
+def run(home=None, seconds=20, steps=400, synthetic=WEEK_OF_READINGS, report=print, progress=None):
     """Run the demo in `home` (a new temporary directory by default); returns the three scores."""
     home = Path(home) if home else Path(tempfile.mkdtemp(prefix="kiri-demo-"))
     settings = load_settings(home=str(home), engine="fast")
@@ -39,7 +42,13 @@ def run(home=None, seconds=20, steps=400, synthetic=WEEK_OF_READINGS, report=pri
         scores += [verbs.score(pulse, settings, store, obs=text) for text in SHOWCASE]
     for title, s in zip(("latest real reading of this machine", *SHOWCASE), scores):
         report(f"\n{title}:")
-        report(format_score(s) if format_score else f"score {s.score:.3f} ({s.verdict})")
+        report(s.explain())
     normal, anomalous = scores[1].score, scores[2].score
     report(f"\n'{SHOWCASE[1]}' is {anomalous / normal:.1f}x as surprising as '{SHOWCASE[0]}'.")
+    with open_store(home) as store:
+        d = daemon.Daemon(settings, store)
+        report("\n5. one daemon cycle: every atom reads now, Nerve decides")
+        report(daemon.describe_cycle(d.cycle(collect_all=True)))
+        report(f"\n6. one daemon cycle on an injected anomaly ({INJECTED}): the alert it would send")
+        report(daemon.describe_cycle(d.cycle(inject={"pulse": verbs.parse_observation(pulse.SPEC, INJECTED)})))
     return scores

@@ -71,6 +71,18 @@ class Score:
     def verdict(self):
         return "anomaly" if self.score > self.threshold else "normal"
 
+    def explain(self):
+        """The score, the verdict and the per-token table a person reads."""
+        lines = [f"{self.atom}: score {self.score:.3f}  threshold {self.threshold:.3f}  "
+                 f"ratio {self.ratio:.2f}  {self.verdict.upper()}",
+                 f"  {'token':<7}{'surprise':>9}  {'expected':<9}{'p':>6}"]
+        for t in self.tokens:
+            mark = "  <-- unexpected" if t["surprise"] > max(self.threshold, 2.0) else ""
+            lines.append(f"  {t['token']:<7}{t['surprise']:>9.2f}  {t['expected']:<9}{t['p_expected']:>6.2f}{mark}")
+        if self.clamped:
+            lines.append(f"  clamped to the edge bucket: {', '.join(self.clamped)}")
+        return "\n".join(lines)
+
     def to_json(self):
         return {"atom": self.atom, "score": self.score, "threshold": self.threshold, "ratio": self.ratio,
                 "verdict": self.verdict, "context": self.context, "clamped": self.clamped,
