@@ -6,6 +6,7 @@ document. A language is saved inside the weights file, so a model is never fed a
 vocabulary it was not trained on.
 """
 
+import bisect
 import math
 
 from ..errors import KiriError
@@ -59,7 +60,9 @@ class StateLanguage:
     reported. (lo, hi, buckets, "optional") adds a token `<prefix>_` for a value that is
     absent (None) — e.g. an atom that cannot be read here, which must not look like a
     score of 0. A categorical field's spec is {"labels": [...]}: the labels are the
-    tokens (Nerve's actions). An observation is [BOS, one token per field in order]; a
+    tokens (Nerve's actions). A learned field's spec is {"edges": [e0, …, en]}, cut
+    points learned from data (see `quantile_edges`): n buckets between them plus explicit
+    `<prefix><` / `<prefix>>` tokens for values below or above everything seen. An observation is [BOS, one token per field in order]; a
     value that does not fit its field is an error naming the field.
     """
 
@@ -67,13 +70,19 @@ class StateLanguage:
 
     def __init__(self, name, schema):
         self.name = name
-        self.schema, self.optional, self.labels = {}, set(), {}
+        self.schema, self.optional, self.labels, self.edges = {}, set(), {}, {}
         self.tokens, self.token_field, self.first = [], [], {}
         for prefix, spec in schema.items():
             if not isinstance(prefix, str) or not prefix.isalpha():
                 raise ValueError(f"{name}: field prefix must be letters, got {prefix!r}")
             self.first[prefix] = len(self.tokens)
-            if isinstance(spec, dict):
+            if isinstance(spec, dict) and "edges" in spec:
+                edges = [float(e) for e in spec["edges"]]
+                if len(edges) < 2 or any(not math.isfinite(e) for e in edges) or edges != sorted(set(edges)):
+                    raise ValueError(f"{name}: field {prefix} needs at least two increasing finite edges, got {spec!r}")
+                self.edges[prefix] = edges
+                self.tokens += [f"{prefix}<"] + [f"{prefix}{b}" for b in range(len(edges) - 1)] + [f"{prefix}>"]
+            elif isinstance(spec, dict):
                 labels = list(spec.get("labels") or [])
                 if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
                     raise ValueError(f"{name}: field {prefix} needs distinct, non-empty text labels, got {spec!r}")
@@ -117,11 +126,24 @@ class StateLanguage:
             return self.index[value], False
         if value is None and prefix in self.optional:
             return self.index[prefix + "_"], False
+        if prefix in self.edges:
+            return self._learned_bucket(prefix, value), False
         lo, hi, n = self.schema[prefix]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{self.name}: field {prefix} must be a finite number, got {value!r}")
         b = min(max(int((value - lo) / (hi - lo) * n), 0), n - 1)
         return self.first[prefix] + b, not lo <= value <= hi
+
+    def _learned_bucket(self, prefix, value):
+        """Bucket between learned edges; explicit below-range / above-range tokens outside them."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{self.name}: field {prefix} must be a finite number, got {value!r}")
+        edges = self.edges[prefix]
+        if value < edges[0]:
+            return self.index[prefix + "<"]
+        if value > edges[-1]:
+            return self.index[prefix + ">"]
+        return self.index[f"{prefix}{min(bisect.bisect_right(edges, value) - 1, len(edges) - 2)}"]
 
     def encode_report(self, obs):
         """([BOS, token per field], [fields whose value was clamped to the edge bucket])."""
@@ -182,10 +204,27 @@ class StateLanguage:
         for prefix in self.fields:
             if prefix in self.labels:
                 schema.append([prefix, {"labels": self.labels[prefix]}])
+            elif prefix in self.edges:
+                schema.append([prefix, {"edges": self.edges[prefix]}])
             else:
                 lo, hi, n = self.schema[prefix]
                 schema.append([prefix, lo, hi, n] + (["optional"] if prefix in self.optional else []))
         return {"kind": self.kind, "name": self.name, "schema": schema}
+
+
+def quantile_edges(values, buckets):
+    """Cut points that put about the same number of `values` in each of `buckets` buckets.
+
+    Repeated values collapse edges, so a nearly constant series gets fewer buckets.
+    """
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("quantile_edges: no values")
+    n = len(ordered)
+    edges = sorted(set(ordered[min(n - 1, round(k * (n - 1) / buckets))] for k in range(buckets + 1)))
+    if len(edges) < 2:
+        edges = [edges[0] - 0.5, edges[0] + 0.5]  # a flat line: one bucket around it
+    return edges
 
 
 def language_from_dict(d):

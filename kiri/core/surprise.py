@@ -5,6 +5,7 @@ most expected token and its probability are the explanation a user reads
 ("M9, expected M5 (p 0.61)").
 """
 
+import collections
 import math
 from dataclasses import dataclass
 
@@ -49,3 +50,40 @@ def token_surprises(engine, tokens, start=1, allowed=None):
 
 def mean_surprise(surprises):
     return sum(s.surprise for s in surprises) / len(surprises)
+
+
+class AnomalyLikelihood:
+    """From raw surprise to a calibrated score in [0, 1], one value at a time.
+
+    Raw surprise depends on the series: a noisy metric is always somewhat surprising. So
+    the question is not "is this surprising?" but "is the recent surprise unusual for
+    this series?": the mean of the last `short` surprises is compared with the mean and
+    spread of the last `long` ones (the short window excluded), and the answer is the
+    normal CDF of that z-score. Until `warmup` values have been seen it answers 0.5.
+    """
+
+    def __init__(self, short=5, long=2000, warmup=100):
+        self.short, self.long, self.warmup = short, long, warmup
+        self.recent = collections.deque()
+        self.past = collections.deque()
+        self.past_sum = self.past_sq = 0.0
+
+    def update(self, surprise):
+        """The likelihood that the recent surprise is unusually high, after adding `surprise`."""
+        self.recent.append(surprise)
+        if len(self.recent) > self.short:
+            moved = self.recent.popleft()
+            self.past.append(moved)
+            self.past_sum += moved
+            self.past_sq += moved * moved
+            if len(self.past) > self.long:
+                old = self.past.popleft()
+                self.past_sum -= old
+                self.past_sq -= old * old
+        n = len(self.past)
+        if n + len(self.recent) < self.warmup or n < 2:
+            return 0.5
+        mean = self.past_sum / n
+        std = math.sqrt(max(self.past_sq / n - mean * mean, 0.0))
+        z = (sum(self.recent) / len(self.recent) - mean) / max(std, 1e-3)
+        return 0.5 * math.erfc(-z / math.sqrt(2))

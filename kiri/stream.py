@@ -1,0 +1,121 @@
+"""A streaming detector made of KIRI's own parts: StateLanguage, the fast engine, surprise.
+
+It reads one (timestamp, value) at a time and answers an anomaly score in [0, 1] that
+uses only what it has seen so far:
+
+1. probation — the first rows are only collected; at its end the value and change
+   buckets are learned from them (quantile edges, with explicit below/above-range
+   tokens), and the model is trained on windows of consecutive rows;
+2. each row is `H V D`: hour of day, value bucket, change bucket; a window is the last
+   `window` rows (15 tokens), so a jump, a flat line or a missing daily peak is
+   surprising, not only a rare value;
+3. the raw score of a row is the mean surprise of its V and D tokens given the window
+   before them; AnomalyLikelihood turns it into "how unusual is the recent surprise for
+   this series" in [0, 1];
+4. it keeps learning: every `online_every` rows, a few training steps on recent windows;
+5. after a detection (score ≥ `detect`) the next `quiet` rows report at most `detect`
+   minus a little, so one incident is one alert.
+"""
+
+import random
+
+from .core.engines import make_engine
+from .core.language import StateLanguage, quantile_edges
+from .core.model import GPTConfig, init_params
+from .core.surprise import AnomalyLikelihood, log_softmax
+from .core.train import train
+
+HOUR_BUCKETS = 8
+
+
+class StreamDetector:
+    def __init__(self, probation, window=5, value_buckets=10, change_buckets=6, train_steps=600,
+                 online_every=50, online_steps=10, online_lr=0.003, recent=1000, detect=0.995, quiet=0,
+                 seed=0, engine="fast"):
+        if probation < window + 10:
+            raise ValueError(f"probation of {probation} rows is too short")
+        self.probation, self.window = probation, window
+        self.value_buckets, self.change_buckets = value_buckets, change_buckets
+        self.train_steps, self.online_every, self.online_steps = train_steps, online_every, online_steps
+        self.online_lr, self.recent, self.detect, self.quiet = online_lr, recent, detect, quiet
+        self.rng = random.Random(seed)
+        self.engine_name = engine
+        self.rows = []                # (hour, value, change) of every row seen
+        self.ids = []                 # the tokens of each row once the language exists
+        self.likelihood = AnomalyLikelihood(short=5, long=2000, warmup=50)
+        self.language = self.model = None
+        self.quiet_left = 0
+
+    def update(self, hour, value):
+        """The anomaly score of this row, given every row before it."""
+        change = value - self.rows[-1][1] if self.rows else 0.0
+        self.rows.append((hour, value, change))
+        n = len(self.rows)
+        if n < self.probation:
+            return 0.0
+        if n == self.probation:
+            self._learn_probation()
+            return 0.0
+        self.ids.append(self._row_ids(self.rows[-1]))
+        score = self.likelihood.update(self._raw_surprise(len(self.ids) - 1))
+        if (n - self.probation) % self.online_every == 0:
+            self._train(self._windows(max(self.window, len(self.ids) - self.recent), len(self.ids)),
+                        self.online_steps, self.online_lr)
+        return self._quieted(score)
+
+    # --- the language and the model ---------------------------------------------------
+
+    def _learn_probation(self):
+        values = [v for _, v, _ in self.rows]
+        changes = [c for _, _, c in self.rows[1:]]
+        self.language = StateLanguage("stream", {
+            "H": (0, 24, HOUR_BUCKETS),
+            "V": {"edges": quantile_edges(values, self.value_buckets)},
+            "D": {"edges": quantile_edges(changes, self.change_buckets)},
+        })
+        config = GPTConfig(vocab_size=self.language.vocab_size, n_embd=16, n_layer=1, n_head=2,
+                           block_size=3 * self.window)
+        self.model = make_engine(self.engine_name, config, init_params(config, self.rng))
+        self.ids = [self._row_ids(row) for row in self.rows]
+        self._train(self._windows(self.window, len(self.ids)), self.train_steps, 0.01)
+        # Warm the likelihood up on the probation rows, which are never scored.
+        for i in range(self.window, len(self.ids)):
+            self.likelihood.update(self._raw_surprise(i))
+
+    def _row_ids(self, row):
+        hour, value, change = row
+        return self.language.encode({"H": hour, "V": value, "D": change})[1:]  # without BOS
+
+    def _sequence(self, end):
+        """[BOS] + the tokens of the `window` rows ending at row `end` (inclusive)."""
+        seq = [self.language.bos]
+        for ids in self.ids[end - self.window + 1:end + 1]:
+            seq += ids
+        return seq
+
+    def _windows(self, start, stop):
+        return [self._sequence(i) for i in range(max(start, self.window - 1), stop)]
+
+    def _train(self, sequences, steps, lr):
+        if sequences:
+            train(self.model, sequences, steps, self.rng, lr=lr)
+
+    def _raw_surprise(self, i):
+        """Mean surprise of row i's value and change tokens, given the rows before it."""
+        if i < self.window - 1:
+            return 0.0
+        seq = self._sequence(i)
+        logits = self.model.sequence_logits(seq[:-1])
+        # Row i's tokens are the last three: H, V, D; V is predicted at -2, D at -1.
+        total = 0.0
+        for pos in (len(seq) - 2, len(seq) - 1):
+            total -= log_softmax(logits[pos - 1])[seq[pos]]
+        return total / 2
+
+    def _quieted(self, score):
+        if self.quiet_left > 0:
+            self.quiet_left -= 1
+            return min(score, self.detect - 1e-6)
+        if score >= self.detect and self.quiet:
+            self.quiet_left = self.quiet
+        return score
