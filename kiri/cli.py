@@ -217,6 +217,13 @@ def build_parser():
     p.add_argument("--ref-steps", type=positive_int, default=3, help="reference-engine training steps (default 3)")
     p.add_argument("--fast-steps", type=positive_int, default=50, help="fast-engine training steps (default 50)")
     p.set_defaults(run=run_bench_speed)
+    p = bench_kinds.add_parser("nab-score", help="score NAB results with NAB's rules: three profiles, optimised threshold")
+    p.add_argument("--data", metavar="DIR", required=True, help="NAB corpus directory (holds data/<category>/<file>.csv)")
+    p.add_argument("--windows", metavar="FILE", required=True, help="anomaly windows JSON file")
+    p.add_argument("--results", metavar="DIR", required=True, help="results directory (holds <detector>/<category>/…)")
+    p.add_argument("--detector", default="kiri", help="detector name, letters and digits (default kiri)")
+    p.add_argument("--pattern", metavar="GLOB", help="only data files whose <category>/<file>.csv matches")
+    p.set_defaults(run=run_bench_nab_score)
     return parser
 
 
@@ -360,12 +367,16 @@ def run_daemon(args):
     from . import daemon
     from .atoms import verbs
     from .notify import telegram
-    settings = settings_for(args)
+    settings = settings_for(args).check()
     if args.inject and not args.once:
         raise KiriError("--inject goes with --once")
     with opened_store(settings) as store:
         inject = {}
         for atom, text in args.inject or []:
+            if atom in inject:
+                raise KiriError(f"--inject {atom} given twice")
+            if not text.split():
+                raise KiriError(f"--inject {atom}: the reading is empty; give values like C=95 M=90 …")
             module = verbs.atom_module(atom, settings)
             values = verbs.parse_observation(module.SPEC, text)
             if values is None:
@@ -384,7 +395,9 @@ def run_daemon(args):
 def run_daemon_install(args):
     from . import units
     settings = settings_for(args)
-    installed = units.install(args.kind, print_only=args.print, home=settings.home)
+    # Settings from the shell reach the service too; units.install leaves secrets out and says so.
+    env = {k: v for k, v in os.environ.items() if k.startswith("KIRI_") and k != "KIRI_HOME"}
+    installed = units.install(args.kind, print_only=args.print, home=settings.home, env=env)
     if args.print or installed.path is None:
         print(installed.text, end="" if installed.text.endswith("\n") else "\n")
     if installed.path is not None:
@@ -472,6 +485,12 @@ def run_demo(args):
 def run_bench_speed(args):
     from .bench import speed
     speed.main(as_json=args.json, ref_steps=args.ref_steps, fast_steps=args.fast_steps)
+
+
+def run_bench_nab_score(args):
+    from .bench import nab_score
+    report = nab_score.score(args.data, args.windows, args.results, detector=args.detector, pattern=args.pattern)
+    print(nab_score.format_report(report))
 
 
 def main(argv=None):

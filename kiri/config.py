@@ -42,6 +42,8 @@ KEYS = {
 }
 DEFAULTS = {key: default for key, (default, _) in KEYS.items()}
 SECRETS = ("mikrotik_password", "telegram_token")
+NUMBERS = ("pulse_interval", "rhythm_interval", "drift_interval", "tick", "alert_cooldown", "retrain_days",
+           "spawn_after", "nerve_retrain_answers")
 
 
 @dataclass
@@ -70,6 +72,13 @@ class Settings:
         if not value > 0:
             raise KiriError(f"setting {key} must be greater than 0, got {self.get(key)!r}")
         return value
+
+    def check(self):
+        """Read every number and flag now, so a typo fails at start, not hours later in the loop."""
+        for key in NUMBERS:
+            self.number(key)
+        self.flag("mikrotik_verify")
+        return self
 
     def paths(self, key):
         text = self.get(key).replace(",", os.pathsep)
@@ -126,7 +135,10 @@ def read_config_file(path):
     atoms = {}
     for section in parser.sections():
         if section.startswith("atom:"):
-            atoms[section[len("atom:"):].strip()] = dict(parser[section])
+            name = section[len("atom:"):].strip()
+            if name.lower() in ("pulse", "rhythm", "drift", "nerve"):
+                raise KiriError(f"config file {path}: [{section}] takes the name of a built-in atom; choose another")
+            atoms[name] = dict(parser[section])
         elif section != "kiri":
             raise KiriError(f"config file {path}: unknown section [{section}] (expected [kiri] or [atom:NAME])")
     return values, atoms

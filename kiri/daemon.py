@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from .atoms import verbs
-from .atoms.atom import Atom
+from .atoms.atom import MIN_OBSERVATIONS, Atom
 from .atoms.nerve import schema as nerve
 from .atoms.sources import CollectorError
 from .compose import Molecule, Pipe
@@ -58,6 +58,7 @@ class CycleResult:
     ts: float
     scores: list = field(default_factory=list)        # Score objects of this cycle
     absent: dict = field(default_factory=dict)        # atom -> why it has no score
+    waiting: dict = field(default_factory=dict)       # atom -> why it took no reading (not due yet)
     decision: dict = None                              # {id, action, probability, source, state}
     alert: dict = None                                 # {id, message, merged_into}
     meta: list = field(default_factory=list)          # meta-actions run: ["retrain:pulse:7d", …]
@@ -120,7 +121,9 @@ class Daemon:
                 return self.store.observation(obs_id)
             latest = self.store.latest_observation(name, real_only=True)
             if latest and not collect_all and now - latest["ts"] < 0.9 * self.interval(name):
-                return None  # not due yet
+                result.waiting[name] = (f"not due yet (last reading {now - latest['ts']:.0f} s ago, "
+                                        f"every {self.interval(name):g} s)")
+                return None
             try:
                 obs = verbs.collect_once(module, self.settings, self.store, now=now)
             except CollectorError as e:
@@ -172,7 +175,8 @@ class Daemon:
             return None
         atoms = list(self.modules)
         state = nerve.state_of(self.recent_scores(now, fresh), atoms, now)
-        nerve_atom = self.load_nerve()
+        # The model decides only once there is enough labelled history (README: cold start).
+        nerve_atom = self.load_nerve() if nerve.ready(self.store.labelled_decisions()) else None
         action, probability, source = nerve.decide(nerve_atom, state)
         source = "inject" if injected and source == "rule" else source
         decision_id = self.store.add_decision(state, action, probability, source=source, ts=now)
@@ -240,7 +244,7 @@ class Daemon:
 
     def meta(self, action, now, result):
         """Run a meta-action for real and record it as a decision."""
-        run_meta(action, self.settings, self.store, self.modules)
+        run_meta(action, self.settings, self.store, self.modules, now=now)
         self.store.add_decision({}, action, 1.0, source="rule", ts=now)
         result.meta.append(action)
         log.info("%s done", action)
@@ -298,14 +302,14 @@ class SimpleScore:
         return "anomaly" if self.score > self.threshold else "normal"
 
 
-def run_meta(action, settings, store, modules=None):
+def run_meta(action, settings, store, modules=None, now=None):
     """`retrain:<atom>:<days>d` or `spawn:<atom>`: train and atomically swap the weights."""
     modules = modules or verbs.all_atoms(settings)
     parts = action.split(":")
     if parts[0] == "retrain" and len(parts) == 3 and parts[1] in modules and parts[2].endswith("d"):
         days = float(parts[2][:-1])
         # The old weights keep serving until save() renames the new file over them.
-        return verbs.train(modules[parts[1]], settings, store, days=days)
+        return verbs.train(modules[parts[1]], settings, store, days=days, now=now)
     if parts[0] == "spawn" and len(parts) == 2 and parts[1] in modules:
         return verbs.train(modules[parts[1]], settings, store)
     raise KiriError(f"unknown meta-action {action!r}")
@@ -315,6 +319,12 @@ def train_nerve(settings, store, atoms, labelled=None):
     labelled = store.labelled_decisions() if labelled is None else labelled
     if not labelled:
         raise KiriError("nerve: no decisions stored yet; let the daemon run a few cycles first")
+    rows = len(nerve.training_history(labelled))
+    if rows < MIN_OBSERVATIONS:
+        answers = sum(1 for d in labelled if d["verdict"])
+        raise KiriError(f"nerve: {len(labelled)} decisions ({answers} answered) give {rows} training rows; need at "
+                        f"least {MIN_OBSERVATIONS} (an answer counts {nerve.ANSWER_WEIGHT}x, an injected decision "
+                        f"only once answered)")
     return nerve.train(atoms, labelled, settings.weights_path("nerve"), engine=settings.engine)
 
 
@@ -352,6 +362,8 @@ def describe_cycle(result):
         lines.append(f"{s.atom}: score {s.score:.3f}  threshold {s.threshold:.3f}  {s.verdict}")
     for atom, why in sorted(result.absent.items()):
         lines.append(f"{atom}: absent ({why})")
+    for atom, why in sorted(result.waiting.items()):
+        lines.append(f"{atom}: {why}")
     if result.decision is None:
         lines.append("nerve: nothing new to decide on")
     else:

@@ -42,7 +42,7 @@ class StreamDetector:
         self.engine_name = engine
         self.rows = []                # (hour, value, change) of every row seen
         self.ids = []                 # the tokens of each row once the language exists
-        self.likelihood = AnomalyLikelihood(short=5, long=2000, warmup=50)
+        self.likelihood = AnomalyLikelihood(short=5, long=2000, warmup=30)
         self.language = self.model = None
         self.quiet_left = 0
 
@@ -77,10 +77,14 @@ class StreamDetector:
                            block_size=3 * self.window)
         self.model = make_engine(self.engine_name, config, init_params(config, self.rng))
         self.ids = [self._row_ids(row) for row in self.rows]
-        self._train(self._windows(self.window, len(self.ids)), self.train_steps, 0.01)
-        # Warm the likelihood up on the probation rows, which are never scored.
-        for i in range(self.window, len(self.ids)):
+        # Train on the first two thirds; warm the likelihood up on the last third, read by a
+        # model that has not seen it (the surprise of rows to come is out-of-sample too);
+        # then train on that third as well.
+        cut = len(self.ids) * 2 // 3
+        self._train(self._windows(self.window, cut), self.train_steps, 0.01)
+        for i in range(cut, len(self.ids)):
             self.likelihood.update(self._raw_surprise(i))
+        self._train(self._windows(cut, len(self.ids)), self.train_steps // 3, 0.005)
 
     def _row_ids(self, row):
         hour, value, change = row

@@ -7,6 +7,7 @@ and its siblings) gives its SPEC, a `read(settings, store)` that returns one rea
 """
 
 import importlib
+import math
 import random
 import time
 
@@ -118,13 +119,14 @@ def history_for(module, store, real_only=False, days=None, now=None):
     since = None
     if days is not None:
         since = (time.time() if now is None else now) - days * 86400
-    return store.observations(module.SPEC.name, since=since, real_only=real_only)
+    rows = store.observations(module.SPEC.name, since=since, real_only=real_only)
+    return [row for row in rows if row["source"] != "inject"]   # made-up readings are not history
 
 
 def train(module, settings, store, steps=None, seed=42, batch=1, real_only=False, days=None,
-          progress=None, metrics=None):
+          progress=None, metrics=None, now=None):
     """Train an atom on its stored history and save its weights atomically; returns a TrainReport."""
-    history = history_for(module, store, real_only=real_only, days=days)
+    history = history_for(module, store, real_only=real_only, days=days, now=now)
     atom = Atom(module.SPEC, engine=settings.engine)
     return atom.train(history, settings.weights_path(module.SPEC.name), steps=steps, seed=seed, batch=batch,
                       progress=progress, metrics=metrics,
@@ -151,6 +153,8 @@ def parse_observation(spec, text):
             values[key] = float(raw)
         except ValueError:
             raise KiriError(f"{spec.name}: field {key} must be a number, got {raw!r}") from None
+        if not math.isfinite(values[key]):
+            raise KiriError(f"{spec.name}: field {key} must be a finite number, got {raw!r}")
     missing = [k for k in spec.schema if k not in values]
     if missing:
         raise KiriError(f"{spec.name}: field {missing[0]} is missing from {text!r}")

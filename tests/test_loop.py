@@ -1,0 +1,770 @@
+"""The feedback loop: compose, Nerve, a daemon that learns from answers, Telegram end to
+end, delivery retries, a SIGKILLed daemon, meta-actions and declared atoms.
+
+Every test has its own KIRI_HOME and an injected clock; Telegram is a loopback fake
+(tests/fake_telegram.py). Readings are injected, so no test depends on this machine's
+load — except the SIGKILL test, which runs the real `python -m kiri daemon`.
+"""
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+from kiri.atoms import verbs
+from kiri.atoms.atom import Atom
+from kiri.atoms.nerve import schema as nerve
+from kiri.compose import Loop, Molecule, Pipe
+from kiri.config import load_settings
+from kiri.core.weights import previous_path
+from kiri.daemon import NERVE_TRAINED_KEY, Daemon, run_meta
+from kiri.errors import KiriError
+from kiri.notify.telegram import TelegramBot
+from kiri.store import open_store
+
+from tests.fake_telegram import FakeTelegram
+from tests.helpers import REPO
+
+TOKEN = "123:SECRET"
+CHAT = 4242
+ATOMS = ["pulse", "rhythm", "drift"]
+
+# Readings (values, not tokens). The shared Pulse model is trained on a synthetic
+# weekday 9–18 routine, so at 14:00 on a weekday NORMALS are what it expects.
+NORMALS = [dict(C=52, M=55, D=44, S=30, L=5.2, N=1), dict(C=48, M=54, D=45, S=28, L=4.8, N=1),
+           dict(C=56, M=57, D=43, S=32, L=5.6, N=1)]
+HARMLESS = dict(C=75, M=60, D=44, S=30, L=6, N=1)       # a bit over the threshold; the user does not care
+ANOMALIES = [dict(C=85, M=80, D=50, S=60, L=12, N=1),   # far over the threshold; the user cares
+             dict(C=92, M=88, D=46, S=85, L=17, N=1),
+             dict(C=30, M=97, D=44, S=95, L=3, N=1)]
+BIG = dict(C=95, M=95, D=44, S=90, L=18, N=1)           # a different anomaly, never seen before
+# Rhythm and Drift have no weights in these tests; injecting them keeps the OS out.
+RHYTHM = dict(H=14, W=2, I=0, A=100, F=30, G=0)
+DRIFT = dict(A=1, C=1, S=0)
+
+
+def local(day, hour=0, minute=0):
+    """Local-time timestamp of a date at hour:minute (DST-proof: mktime of the wall clock)."""
+    return time.mktime((day.year, day.month, day.day, hour, minute, 0, 0, 0, -1))
+
+
+HISTORY_END = local(datetime.date(2024, 1, 3), 12)   # a Wednesday noon
+FIRST_MONDAY = datetime.date(2024, 1, 8)              # the loop's weeks start here
+
+_shared = {}
+
+
+def trained_pulse_weights():
+    """One Pulse model per process (150 steps on 600 synthetic readings), copied into each home."""
+    if "pulse" not in _shared:
+        tmp = tempfile.mkdtemp(prefix="kiri-loop-shared-")
+        _shared["dir"] = tmp
+        settings = load_settings(home=tmp, env={})
+        module = verbs.atom_module("pulse")
+        with open_store(tmp) as store:
+            verbs.add_synthetic(module, store, 600, seed=7, end=HISTORY_END)
+            verbs.train(module, settings, store, steps=150)
+        _shared["pulse"] = settings.weights_path("pulse")
+    return _shared["pulse"]
+
+
+def tearDownModule():
+    if "dir" in _shared:
+        shutil.rmtree(_shared["dir"], ignore_errors=True)
+
+
+class Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+class HomeCase(unittest.TestCase):
+    """A temp KIRI_HOME, an injected clock (self.now), and the kiri logs captured (not printed)."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory(prefix="kiri-loop-")
+        self.addCleanup(tmp.cleanup)
+        self.home = Path(tmp.name) / "home"
+        self.now = 0.0
+        self.log = Capture()
+        logger = logging.getLogger("kiri")
+        old_level = logger.level
+        logger.addHandler(self.log)
+        logger.setLevel(logging.INFO)
+        self.addCleanup(logger.setLevel, old_level)
+        self.addCleanup(logger.removeHandler, self.log)
+
+    def clock(self):
+        return self.now
+
+    def settings(self, **env):
+        base = {"KIRI_ALERT_COOLDOWN": "1", "KIRI_RETRAIN_DAYS": "365"}
+        base.update(env)
+        return load_settings(home=self.home, env=base)
+
+    def store(self):
+        store = open_store(self.home)
+        self.addCleanup(store.close)
+        return store
+
+    def install_pulse(self, settings):
+        path = settings.weights_path("pulse")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(trained_pulse_weights(), path)
+
+    def daemon(self, settings, store, bot=None):
+        return Daemon(settings, store, clock=self.clock, bot=bot)
+
+    def cycle(self, d, at, pulse=None):
+        """One daemon cycle at time `at`, Pulse reading `pulse` (None: nothing new for Pulse)."""
+        self.now = at
+        inject = {"rhythm": RHYTHM, "drift": DRIFT}
+        if pulse is not None:
+            inject["pulse"] = pulse
+        result = d.cycle(inject=inject)
+        self.assertEqual(result.errors, [], "a cycle failed: %r" % (result.errors,))
+        return result
+
+
+# --------------------------------------------------------------------------------------
+# 1. compose
+
+
+class Ticker:
+    """A clock that advances `step` seconds every time it is read."""
+
+    def __init__(self, step=0.5):
+        self.t, self.step = 100.0, step
+
+    def __call__(self):
+        self.t += self.step
+        return self.t
+
+
+class PipeTest(unittest.TestCase):
+    def test_stages_chain_and_each_records_its_time_and_outcome(self):
+        pipe = Pipe("p", [("double", lambda x: x * 2), ("inc", lambda x: x + 1)], clock=Ticker(0.5))
+        run = pipe.run(5)
+        self.assertTrue(run.ok)
+        self.assertEqual(run.output, 11)
+        self.assertEqual([(s.name, s.status, s.seconds, s.error) for s in run.stages],
+                         [("double", "ok", 0.5, ""), ("inc", "ok", 0.5, "")])
+        self.assertEqual(run.error, "")
+
+    def test_a_raising_stage_stops_only_its_own_pipe(self):
+        heard, called = [], []
+
+        def boom(x):
+            raise ValueError("disk on fire")
+
+        pipe = Pipe("pulse", [("collect", lambda x: 1), ("score", boom), ("act", called.append)],
+                    clock=Ticker(0.25), on_error=lambda *args: heard.append(args))
+        run = pipe.run()  # must not raise
+        self.assertFalse(run.ok)
+        self.assertIsNone(run.output)
+        self.assertEqual([(s.name, s.status) for s in run.stages],
+                         [("collect", "ok"), ("score", "error"), ("act", "skipped")])
+        self.assertEqual(run.stages[1].error, "ValueError: disk on fire")
+        self.assertEqual(run.stages[1].seconds, 0.25)
+        self.assertEqual(run.stages[2].seconds, 0.0)
+        self.assertEqual(run.error, "ValueError: disk on fire")
+        self.assertEqual(called, [], "a stage after the failure ran")
+        self.assertEqual(len(heard), 1)
+        pipe_name, stage, exc, tb = heard[0]
+        self.assertEqual((pipe_name, stage), ("pulse", "score"))
+        self.assertIsInstance(exc, ValueError)
+        self.assertIn("disk on fire", tb)
+        # Without on_error it is still only recorded; the pipe can run again.
+        self.assertEqual(Pipe("q", [("s", boom)]).run().stages[0].status, "error")
+        self.assertTrue(Pipe("q", [("s", lambda x: x)]).run(3).ok)
+
+    def test_loop_feeds_each_result_back_and_keeps_the_last_good_state(self):
+        fail_at = {3}
+
+        def step(x):
+            if x in fail_at:
+                fail_at.discard(x)  # fails once, on this input
+                raise RuntimeError("flaky at %d" % x)
+            return x + 1
+
+        loop = Loop(Pipe("count", [("step", step)]), initial=0)
+        runs = loop.run(3)
+        self.assertEqual([r.output for r in runs], [1, 2, 3])
+        self.assertEqual(loop.state, 3)
+        failed = loop.step()
+        self.assertFalse(failed.ok)
+        self.assertEqual(failed.error, "RuntimeError: flaky at 3")
+        self.assertEqual(loop.state, 3, "a failing run must not replace the last good state")
+        self.assertEqual(loop.step().output, 4, "the next run starts from the last good state")
+        self.assertEqual(loop.runs, 5)
+
+    def test_molecule_runs_every_atom_then_decides_on_the_others_scores(self):
+        order, decided, acted, errors = [], [], [], []
+
+        def atom(name, result=None, fail=False):
+            def collect(_):
+                order.append(name)
+                if fail:
+                    raise OSError("%s: source gone" % name)
+                return result
+            return Pipe(name, [("collect", collect), ("score", lambda r: r)],
+                        on_error=lambda *args: errors.append(args[:2]))
+
+        pipes = {"a": atom("a", "score-a"), "b": atom("b", fail=True), "c": atom("c", None),
+                 "d": atom("d", "score-d")}
+        molecule = Molecule(pipes, decide=lambda scores: decided.append(list(scores)) or "alert",
+                            act=lambda decision: acted.append(decision) or "done",
+                            on_error=lambda *args: errors.append(args[:2]))
+        report = molecule.cycle()
+        self.assertEqual(order, ["a", "b", "c", "d"], "an atom after the failing one did not run")
+        self.assertEqual(decided, [["score-a", "score-d"]], "decide must get the others' scores only")
+        self.assertEqual(acted, ["alert"])
+        self.assertEqual(report.decision.output, "done")
+        self.assertEqual([r.name for r in report.atoms], ["a", "b", "c", "d"])
+        self.assertEqual(report.errors, [("b", "collect", "OSError: b: source gone")])
+        self.assertEqual(errors, [("b", "collect")])
+
+        # A failing decide skips act and is reported; the cycle itself never raises.
+        def bad_decide(scores):
+            raise KeyError("nerve")
+
+        report = Molecule({"a": atom("a", "s")}, decide=bad_decide, act=acted.append,
+                          on_error=lambda *args: errors.append(args[:2])).cycle()
+        self.assertEqual([s.status for s in report.decision.stages], ["error", "skipped"])
+        self.assertEqual(report.errors, [("nerve", "decide", "KeyError: 'nerve'")])
+        self.assertEqual(errors, [("b", "collect"), ("nerve", "decide")])
+        self.assertEqual(acted, ["alert"])
+
+
+# --------------------------------------------------------------------------------------
+# 2. Nerve
+
+
+class NerveTest(unittest.TestCase):
+    def state(self, p=None, r=None, d=None, hour=14.0, weekday=2):
+        return {"P": p, "R": r, "D": d, "H": hour, "W": weekday}
+
+    def test_language_absent_atom_is_its_own_token_and_act_is_categorical(self):
+        language = nerve.spec(ATOMS + ["gpu"]).language()
+        self.assertEqual(language.fields, ["P", "R", "D", "GPU", "H", "W", "act"])
+        ids = language.encode(dict(P=None, R=0.2, D=3.5, GPU=1.2, H=14.2, W=2, act="suppress"))
+        self.assertEqual(language.decode(ids), "P_ R0 D5 GPU2 H4 W2 suppress")
+        p0 = language.encode(dict(P=0.0, R=0.2, D=3.5, GPU=1.2, H=14.2, W=2, act="ok"))
+        self.assertNotEqual(ids[1], p0[1], "an absent atom must not read as a score of 0")
+        self.assertEqual(language.token_name(p0[1]), "P0")
+        self.assertEqual(language.labels["act"], nerve.actions(ATOMS + ["gpu"]))
+        for action in ("ok", "alert", "suppress", "retrain:pulse:7d", "spawn:gpu"):
+            self.assertIn(action, language.labels["act"])
+            self.assertEqual(language.decode(language.encode(dict(P=1, R=1, D=1, GPU=1, H=1, W=1, act=action)))
+                             .split()[-1], action)
+        for bad in ("bogus", 1, None):
+            with self.assertRaises(ValueError):
+                language.encode(dict(P=1, R=1, D=1, GPU=1, H=1, W=1, act=bad))
+        self.assertEqual([nerve.prefix_of(a) for a in ATOMS + ["gpu"]], ["P", "R", "D", "GPU"])
+
+    def test_state_of_ratios_absent_atoms_and_time(self):
+        ts = local(datetime.date(2024, 1, 10), 14, 30)   # a Wednesday
+        scores = [SimpleNamespace(atom="pulse", score=3.0, threshold=2.0),
+                  SimpleNamespace(atom="drift", score=1.0, threshold=float("inf")),   # no threshold
+                  SimpleNamespace(atom="other", score=9.0, threshold=1.0)]            # not Nerve's atom
+        self.assertEqual(nerve.state_of(scores, ATOMS, ts), {"P": 1.5, "R": None, "D": None, "H": 14.5, "W": 2})
+
+    def test_rule_alerts_only_when_an_atom_is_over_its_threshold(self):
+        self.assertEqual(nerve.rule(self.state(p=0.4)), "ok")
+        self.assertEqual(nerve.rule(self.state(p=1.0)), "ok")
+        self.assertEqual(nerve.rule(self.state(p=0.4, d=1.01)), "alert")
+        self.assertEqual(nerve.rule(self.state()), "ok", "absent atoms are not anomalies")
+        self.assertEqual(nerve.rule(self.state(p=0.2, hour=23.0, weekday=6)), "ok", "H and W are not scores")
+
+    def test_untrained_nerve_decides_by_the_rule(self):
+        untrained = Atom(nerve.spec(ATOMS))
+        self.assertFalse(untrained.trained)
+        for model in (None, untrained):
+            self.assertEqual(nerve.decide(model, self.state(p=2.7)), ("alert", 1.0, "rule"))
+            self.assertEqual(nerve.decide(model, self.state(p=0.3)), ("ok", 1.0, "rule"))
+
+    def test_training_history_relabels_answers_and_weights_them(self):
+        def row(i, action, verdict=None, source="rule"):
+            return {"id": i, "ts": 1000.0 + i, "state": self.state(p=0.1 * i), "action": action,
+                    "source": source, "verdict": verdict}
+
+        labelled = [row(1, "ok"), row(2, "alert", "dismiss"), row(3, "alert", "approve"),
+                    row(4, "alert"), row(5, "ok", source="inject"), row(6, "alert", "dismiss", source="inject"),
+                    row(7, "retrain:pulse:7d"), row(8, "spawn:gpu")]
+        rows = nerve.training_history(labelled)
+        acts = [(r["ts"], r["values"]["act"]) for r in rows]
+        w = nerve.ANSWER_WEIGHT
+        self.assertEqual(acts, [(1001.0, "ok")] + [(1002.0, "suppress")] * w + [(1003.0, "alert")] * w +
+                         [(1004.0, "alert")] + [(1006.0, "suppress")] * w)
+        self.assertEqual(rows[1]["values"], dict(self.state(p=0.2), act="suppress"))
+        self.assertFalse(any(r["synthetic"] for r in rows))
+
+    def test_ready_needs_enough_decisions_and_answers(self):
+        def labelled(n, answers):
+            return [{"verdict": "dismiss" if i < answers else None} for i in range(n)]
+
+        m, a = nerve.MIN_DECISIONS, nerve.MIN_ANSWERS
+        self.assertEqual((m, a), (30, 3))
+        self.assertFalse(nerve.ready(labelled(m - 1, a)))
+        self.assertFalse(nerve.ready(labelled(m, a - 1)))
+        self.assertTrue(nerve.ready(labelled(m, a)))
+        self.assertTrue(nerve.ready(labelled(m + 10, m)))
+        self.assertFalse(nerve.ready([]))
+
+
+# --------------------------------------------------------------------------------------
+# 3 + 4. The loop learns: a pattern the user keeps dismissing is suppressed
+
+
+def weekday(week, day, hour, minute=0):
+    """Local time of (week, day 0 = Monday) after FIRST_MONDAY."""
+    return local(FIRST_MONDAY + datetime.timedelta(days=7 * week + day), hour, minute)
+
+
+def teaching_schedule():
+    """Five weeks of cycles: (ts, kind, values), oldest first, 28 decisions in all.
+
+    Normal readings Mon/Tue/Thu/Fri at 14:00; on Wednesdays an anomaly at 13:00 (weeks
+    0–2: approved, approved, unanswered) and the harmless pattern at 14:00 (every week,
+    dismissed). Cycles are hours apart, so each reading is scored on its own (no context).
+    """
+    events, n = [], 0
+    for week in range(5):
+        for day in range(5):
+            if day == 2:
+                if week < 3:
+                    events.append((weekday(week, 2, 13), ("approve", "approve", None)[week], ANOMALIES[week]))
+                events.append((weekday(week, 2, 14), "dismiss", HARMLESS))
+            else:
+                events.append((weekday(week, day, 14), "normal", NORMALS[n % len(NORMALS)]))
+                n += 1
+    return events
+
+
+
+class LearningCase(HomeCase):
+    """Drives the teaching schedule through a Daemon; answers come from `answer(alert_id, verdict)`."""
+
+    def teach(self, d, store, answer):
+        harmless_alerts, harmless_states = [], []
+        for ts, kind, values in teaching_schedule():
+            result = self.cycle(d, ts, values)
+            decision = result.decision
+            if kind == "normal":
+                self.assertEqual((decision["action"], decision["source"]), ("ok", "inject"))
+                self.assertIsNone(result.alert)
+                continue
+            # Before Nerve is trained, the rule alerts on anything over its threshold.
+            self.assertEqual((decision["action"], decision["source"]), ("alert", "inject"))
+            self.assertIsNotNone(result.alert, "no alert for %r" % (values,))
+            self.assertIsNone(result.alert["merged_into"], "each repeat must be its own alert")
+            if kind == "dismiss":
+                harmless_alerts.append(result.alert["id"])
+                harmless_states.append(decision["state"])
+            if kind in ("approve", "dismiss"):
+                answer(result.alert["id"], kind)
+        self.assertEqual(len(set(harmless_alerts)), 5)
+        self.assertTrue(all(s == harmless_states[0] for s in harmless_states), "the harmless state varied")
+        self.assertEqual(len(store.decisions()), 28)
+        self.assertFalse(d.settings.weights_path("nerve").exists(), "Nerve trained too early")
+        return harmless_alerts, harmless_states
+
+    def finish_and_check(self, d, store, harmless_states):
+        """Two more normal cycles (the second makes 30 decisions: Nerve retrains), then the
+        harmless pattern (suppressed by the model) and BIG (still alerted by the model)."""
+        nerve_path = d.settings.weights_path("nerve")
+        result = self.cycle(d, weekday(5, 2, 10), NORMALS[0])
+        self.assertEqual(len(store.labelled_decisions()), nerve.MIN_DECISIONS - 1)
+        self.assertNotIn("retrain:nerve", result.meta)
+        self.assertFalse(nerve_path.exists(), "Nerve trained before it had MIN_DECISIONS decisions")
+
+        result = self.cycle(d, weekday(5, 2, 11), NORMALS[1])
+        self.assertEqual(len(store.labelled_decisions()), nerve.MIN_DECISIONS)
+        self.assertEqual(result.meta, ["retrain:nerve"])
+        self.assertTrue(nerve_path.exists())
+        self.assertEqual(store.get_kv(NERVE_TRAINED_KEY), weekday(5, 2, 11))
+
+        alerts_before = len(store.alerts())
+        result = self.cycle(d, weekday(5, 2, 14), HARMLESS)
+        decision = result.decision
+        self.assertEqual(decision["state"], harmless_states[0], "not the same situation as before")
+        self.assertEqual((decision["action"], decision["source"]), ("suppress", "model"),
+                         "the dismissed pattern was not learned: %r" % (decision,))
+        self.assertGreaterEqual(decision["probability"], nerve.SUPPRESS_CONFIDENCE)
+        self.assertIsNone(result.alert)
+        self.assertEqual(len(store.alerts()), alerts_before)
+        self.assertEqual(store.decisions()[-1]["action"], "suppress")
+
+        result = self.cycle(d, weekday(5, 2, 14, 30), BIG)
+        decision = result.decision
+        self.assertGreaterEqual(decision["state"]["P"], 2.5, "BIG should be far over the threshold")
+        self.assertEqual((decision["action"], decision["source"]), ("alert", "model"),
+                         "a different anomaly must still alert: %r" % (decision,))
+        self.assertIsNotNone(result.alert)
+        self.assertIsNone(result.alert["merged_into"])
+        self.assertEqual(len(store.alerts()), alerts_before + 1)
+        self.assertEqual(result.meta, [], "Nerve retrained with no new answers")
+        return result
+
+
+class LoopLearnsTest(LearningCase):
+    def test_the_loop_visibly_learns_through_the_daemon(self):
+        settings = self.settings()
+        self.install_pulse(settings)
+        store = self.store()
+        d = self.daemon(settings, store)
+        # The patterns sit where the test needs them relative to the model's threshold.
+        atom = verbs.load_atom(verbs.atom_module("pulse"), settings)
+        self.assertTrue(1.0 < atom.score(HARMLESS).ratio < 2.5, atom.score(HARMLESS).ratio)
+        self.assertTrue(all(atom.score(v).ratio < 1.0 for v in NORMALS))
+        self.assertTrue(all(atom.score(v).ratio >= 2.5 for v in ANOMALIES + [BIG]))
+
+        answered = []
+
+        def answer(alert_id, verdict):
+            self.assertFalse(store.add_feedback(alert_id, verdict, ts=self.now + 60))
+            answered.append((alert_id, verdict))
+
+        harmless_alerts, states = self.teach(d, store, answer)
+        self.assertEqual([v for _, v in answered], ["approve", "dismiss", "approve"] + ["dismiss"] * 4)
+        self.assertEqual(sorted(a["state"] for a in store.alerts() if a["id"] in harmless_alerts),
+                         ["dismissed"] * 5)
+        unanswered = [a for a in store.alerts() if a["feedback"] is None]
+        self.assertEqual(len(unanswered), 1, "the third anomaly was left unanswered")
+        verdicts = [row["verdict"] for row in store.labelled_decisions() if row["verdict"]]
+        self.assertEqual(sorted(verdicts), ["approve"] * 2 + ["dismiss"] * 5)
+        self.finish_and_check(d, store, states)
+
+
+class TelegramCase(HomeCase):
+    def setUp(self):
+        super().setUp()
+        self.fake = FakeTelegram(token=TOKEN, chat_id=CHAT, max_wait=0.1)
+        self.fake.__enter__()
+        self.addCleanup(self.fake.__exit__, None, None, None)
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.bot = TelegramBot(TOKEN, CHAT, api=self.fake.url, timeout=5, opener=no_proxy)
+
+    def message_of(self, alert_id):
+        """The fake's message_id of the message whose buttons answer alert_id."""
+        ids = [mid for mid, m in self.fake.messages.items()
+               if m["reply_markup"] and "fb:%d:dismiss" % alert_id in json.dumps(m["reply_markup"])]
+        self.assertEqual(len(ids), 1, "alert %d is in messages %r" % (alert_id, ids))
+        return ids[0]
+
+
+class TelegramLoopTest(TelegramCase, LearningCase):
+    def test_dismissed_in_telegram_then_suppressed_without_a_message(self):
+        settings = self.settings()
+        self.install_pulse(settings)
+        store = self.store()
+        d = self.daemon(settings, store, bot=self.bot)
+        pressed = []
+
+        def answer(alert_id, verdict):
+            # The alert went out in the cycle that raised it, with Approve / Dismiss buttons.
+            sent = self.fake.sent()[-1]
+            self.assertEqual(sent["text"], store.alert(alert_id)["message"])
+            self.assertEqual(sent["chat_id"], CHAT)
+            buttons = sent["reply_markup"]["inline_keyboard"][0]
+            self.assertEqual([(b["text"], b["callback_data"]) for b in buttons],
+                             [("Approve", "fb:%d:approve" % alert_id), ("Dismiss", "fb:%d:dismiss" % alert_id)])
+            self.assertEqual(store.outbox_pending(), 0)
+            message_id = self.message_of(alert_id)
+            self.fake.press("fb:%d:%s" % (alert_id, verdict), message_id=message_id)
+            self.assertIsNone(store.alert(alert_id)["feedback"], "stored before any poll")
+            pressed.append((alert_id, verdict, message_id))
+
+        harmless_alerts, states = self.teach(d, store, answer)
+        # Each press was read by the next cycle's poll: feedback stored, press answered,
+        # the message edited to show the answer and its buttons gone.
+        self.assertEqual(len(pressed), 7)
+        self.assertEqual(len(self.fake.sent()), 8)      # 3 anomalies + 5 harmless, each once
+        self.assertEqual(len(self.fake.calls_to("answerCallbackQuery", ok=True)), 7)
+        for alert_id, verdict, message_id in pressed:
+            self.assertEqual(store.alert(alert_id)["feedback"]["verdict"], verdict)
+            past = {"approve": "approved", "dismiss": "dismissed"}[verdict]
+            self.assertEqual(store.alert(alert_id)["state"], past)
+            self.assertTrue(self.fake.messages[message_id]["text"].endswith("Answered: %s." % past))
+            self.assertIsNone(self.fake.messages[message_id]["reply_markup"], "buttons left after the answer")
+
+        sent_before = len(self.fake.sent())
+        result = self.finish_and_check(d, store, states)
+        # The suppressed pattern sent nothing; BIG's alert went out, once.
+        self.assertEqual(len(self.fake.sent()), sent_before + 1)
+        self.assertEqual(self.fake.sent()[-1]["text"], result.alert["message"])
+        self.assertEqual(store.outbox_pending(), 0)
+
+
+# --------------------------------------------------------------------------------------
+# 5. A send that fails twice arrives exactly once
+
+
+class RetryTest(TelegramCase):
+    def test_a_send_that_fails_twice_arrives_exactly_once(self):
+        settings = self.settings()
+        self.install_pulse(settings)
+        store = self.store()
+        d = self.daemon(settings, store, bot=self.bot)
+        self.fake.fail_next("sendMessage", 2, status=500)
+        t0 = weekday(0, 0, 14)
+
+        def send_calls():
+            return self.fake.calls_to("sendMessage")
+
+        result = self.cycle(d, t0, ANOMALIES[0])
+        alert_id = result.alert["id"]
+        self.assertEqual(len(send_calls()), 1)
+        self.assertEqual(self.fake.sent(), [])
+        [row] = store.outbox_due("telegram", t0 + 10 ** 6)
+        outbox_id = row["id"]
+        self.assertEqual(store.outbox_row(outbox_id)["next_try"], t0 + 30)
+
+        # (Pulse is not due again within these 250 s, so nothing new is read or alerted.)
+        for offset, calls, sent in ((10, 1, 0), (31, 2, 0), (60, 2, 0), (92, 3, 1), (150, 3, 1), (250, 3, 1)):
+            result = self.cycle(d, t0 + offset)
+            self.assertIsNone(result.decision)
+            self.assertEqual((len(send_calls()), len(self.fake.sent())), (calls, sent), "at +%ds" % offset)
+            if offset == 31:
+                self.assertEqual(store.outbox_row(outbox_id)["next_try"], t0 + 31 + 60)
+        row = store.outbox_row(outbox_id)
+        self.assertEqual(row["attempts"], 2)
+        self.assertEqual(row["sent_ts"], t0 + 92)
+        self.assertIn("500", row["last_error"])
+        [message] = self.fake.sent()
+        self.assertEqual(message["text"], store.alert(alert_id)["message"])
+        self.assertIn("fb:%d:dismiss" % alert_id, json.dumps(message["reply_markup"]))
+        self.assertEqual(store.outbox_pending(), 0)
+        self.assertEqual(len(store.alerts()), 1)
+
+
+# --------------------------------------------------------------------------------------
+# 6. SIGKILL mid-cycle: nothing stored is lost, nothing queued is sent twice
+
+
+class DaemonProcessTest(HomeCase):
+    TEXT = "KIRI test alert, queued before the daemon started"
+
+    def child_env(self, fake):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KIRI_") and "proxy" not in k.lower()}
+        env.update(PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), NO_PROXY="127.0.0.1,localhost",
+                   KIRI_HOME=str(self.home), KIRI_TICK="0.2", KIRI_PULSE_INTERVAL="0.3",
+                   KIRI_TELEGRAM_TOKEN=TOKEN, KIRI_TELEGRAM_CHAT_ID=str(CHAT), KIRI_TELEGRAM_API=fake.url)
+        return env
+
+    def start(self, env, name):
+        out = open(str(self.home.parent / (name + ".out")), "w")
+        self.addCleanup(out.close)
+        proc = subprocess.Popen([sys.executable, "-m", "kiri", "daemon"], cwd=str(REPO), env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        self.addCleanup(self.reap, proc)
+        proc.output_path = self.home.parent / (name + ".out")
+        return proc
+
+    @staticmethod
+    def reap(proc):
+        if proc.poll() is None:  # only the processes this test started
+            proc.kill()
+        proc.wait(timeout=30)
+
+    def wait_for(self, proc, condition, what, timeout=60, poll=0.02):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            if proc.poll() is not None:
+                self.fail("the daemon exited (%s) before %s:\n%s" % (proc.returncode, what,
+                                                                     proc.output_path.read_text()[-3000:]))
+            time.sleep(poll)
+        self.fail("no %s within %ss:\n%s" % (what, timeout, proc.output_path.read_text()[-3000:]))
+
+    def test_sigkill_mid_cycle_loses_no_observation_and_sends_once(self):
+        settings = self.settings()
+        self.install_pulse(settings)
+        store = self.store()
+        alert_id = store.add_alert("pulse", self.TEXT, situation="queued-before-start")
+        outbox_id = store.enqueue("telegram", {"text": self.TEXT, "alert_id": alert_id}, "alert:%d" % alert_id,
+                                  alert_id=alert_id)
+
+        def observation_ids():
+            return {o["id"] for atom in store.atoms() for o in store.observations(atom)}
+
+        def pulse_count():
+            return store.observation_count("pulse")
+
+        with FakeTelegram(token=TOKEN, chat_id=CHAT, max_wait=0.1) as fake:
+            def ours():
+                return [m for m in fake.sent() if m["text"] == self.TEXT]
+
+            env = self.child_env(fake)
+            first = self.start(env, "first")
+            self.wait_for(first, lambda: pulse_count() >= 3 and store.outbox_row(outbox_id)["sent_ts"] is not None,
+                          "three readings and the queued alert delivered")
+            # Kill it right after its next reading is stored: the cycle is still to score, decide, act.
+            n = pulse_count()
+            self.wait_for(first, lambda: pulse_count() > n, "another reading", poll=0.002)
+            first.send_signal(signal.SIGKILL)
+            self.assertEqual(first.wait(timeout=30), -signal.SIGKILL)
+            before = observation_ids()
+            self.assertGreaterEqual(len(before), 4)
+            self.assertEqual(len(ours()), 1)
+
+            second = self.start(env, "second")
+            self.wait_for(second, lambda: pulse_count() >= n + 3, "readings after the restart")
+            second.send_signal(signal.SIGTERM)
+            self.assertEqual(second.wait(timeout=30), 0, second.output_path.read_text()[-3000:])
+
+            after = observation_ids()
+            self.assertTrue(before <= after, "observations lost: %r" % sorted(before - after))
+            self.assertGreater(len(after), len(before))
+            self.assertEqual(len(ours()), 1, "the queued alert was sent %d times" % len(ours()))
+            self.assertIn("fb:%d:dismiss" % alert_id, json.dumps(ours()[0]["reply_markup"]))
+        row = store.outbox_row(outbox_id)
+        self.assertIsNotNone(row["sent_ts"])
+        self.assertEqual(row["attempts"], 0)
+        log = settings.log_path.read_text()
+        self.assertEqual(log.count("daemon started"), 2)
+        self.assertIn("daemon stopped", log)
+        self.assertNotIn(TOKEN, log)
+        self.assertNotIn("Traceback", second.output_path.read_text())
+
+
+# --------------------------------------------------------------------------------------
+# 7. Meta-actions and declared atoms
+
+
+def command(code):
+    """A command line running `code` with this Python, quoted for the config file."""
+    return "%s -c %s" % (shlex.quote(sys.executable), shlex.quote(code))
+
+
+class MetaTest(HomeCase):
+    def write_config(self, text):
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.ini").write_text(text)
+
+    def test_retrain_uses_the_last_days_only_and_swaps_weights_atomically(self):
+        settings = self.settings()
+        store = self.store()
+        real = verbs.atom_module("pulse")
+        # Pulse with fewer training steps, to keep the test short.
+        quick = SimpleNamespace(SPEC=dataclasses.replace(real.SPEC, steps=20), read=real.read,
+                                synthetic=real.synthetic)
+        modules = dict(verbs.all_atoms(settings), pulse=quick)
+        # Ten days, hourly, half an hour off the hour: no reading sits on the 7-day boundary.
+        verbs.add_synthetic(real, store, 240, seed=3, end=time.time() - 1800, interval=3600)
+        verbs.train(quick, settings, store)
+        path = settings.weights_path("pulse")
+        old = path.read_bytes()
+        self.assertEqual(json.loads(old)["trained_on"]["observations"], 240)
+
+        window = [o for o in store.observations("pulse") if o["ts"] >= time.time() - 7 * 86400]
+        self.assertEqual(len(window), 167)
+        report = run_meta("retrain:pulse:7d", settings, store, modules)
+        new = json.loads(path.read_text())
+        self.assertEqual(new["trained_on"]["days"], 7)
+        self.assertEqual(new["trained_on"]["observations"], len(window))
+        self.assertEqual(new["trained_on"]["from_ts"], window[0]["ts"])
+        self.assertEqual(report.held_out + report.sequences, len(window))
+        self.assertEqual(previous_path(path).read_bytes(), old, ".prev.json must hold the old weights")
+        self.assertNotEqual(new["params"], json.loads(old)["params"])
+        self.assertEqual(sorted(p.name for p in path.parent.iterdir()), ["pulse.json", "pulse.prev.json"])
+        self.assertTrue(verbs.load_atom(real, settings).trained)
+
+        # Through the daemon: the meta-action is run and recorded as a decision.
+        d = self.daemon(settings, store)
+        d.modules = modules
+        result = SimpleNamespace(meta=[])
+        current = path.read_bytes()
+        d.meta("retrain:pulse:7d", 5000.0, result)
+        self.assertEqual(result.meta, ["retrain:pulse:7d"])
+        self.assertEqual(store.decisions()[-1]["action"], "retrain:pulse:7d")
+        self.assertEqual(previous_path(path).read_bytes(), current)
+
+        for bad in ("retrain:pulse:7", "retrain:nope:7d", "spawn:nope", "explode"):
+            with self.assertRaises(KiriError, msg=bad):
+                run_meta(bad, settings, store, modules)
+
+    def test_a_declared_atom_is_collected_then_spawned_and_scored(self):
+        self.write_config("[atom:gpu]\nschema = T=0:100:10 U=0:100:5\n"
+                          "command = %s\ninterval = 1\nsteps = 20\n"
+                          % command('import json; print(json.dumps({"T": 61, "U": 37}))'))
+        settings = self.settings(KIRI_SPAWN_AFTER="25")
+        self.install_pulse(settings)
+        store = self.store()
+        d = self.daemon(settings, store)
+        self.assertEqual(list(d.modules), ATOMS + ["gpu"])
+        t0 = weekday(0, 0, 14)
+        for i in range(25):
+            result = self.cycle(d, t0 + 2 * i, NORMALS[i % len(NORMALS)])
+            self.assertEqual(result.absent.get("gpu"), "no weights yet", "cycle %d" % i)
+            self.assertNotIn("gpu", [s.atom for s in result.scores])
+            self.assertIsNone(result.decision["state"]["GPU"], "an untrained atom must be absent in Nerve's state")
+            self.assertEqual(result.meta, ["spawn:gpu"] if i == 24 else [], "cycle %d" % i)
+        self.assertEqual(store.observation_count("gpu"), 25)
+        latest = store.latest_observation("gpu")
+        self.assertEqual((latest["values"], latest["source"]), ({"T": 61, "U": 37}, "command"))
+        self.assertTrue(settings.weights_path("gpu").exists())
+        self.assertEqual(store.decisions()[-1]["action"], "spawn:gpu")
+
+        result = self.cycle(d, t0 + 50, NORMALS[0])
+        self.assertNotIn("gpu", result.absent)
+        [gpu] = [s for s in result.scores if s.atom == "gpu"]
+        self.assertEqual([t["token"] for t in gpu.tokens], ["T6", "U1"])
+        self.assertIn("GPU", result.decision["state"])
+        self.assertAlmostEqual(result.decision["state"]["GPU"], gpu.score / gpu.threshold)
+        self.assertEqual(store.latest_scores("gpu", limit=1)[0]["score"], gpu.score)
+        self.assertIn("GPU", nerve.spec(list(d.modules)).language().fields)
+
+    def test_a_declared_atom_that_fails_or_prints_garbage_is_absent_with_its_reason(self):
+        schema = "schema = T=0:100:10 U=0:100:5\n"
+        self.write_config(
+            "[atom:bad]\n" + schema + "command = %s\n" % command("import sys; sys.stderr.write('no gpu here'); "
+                                                                "sys.exit(3)") +
+            "[atom:junk]\n" + schema + "command = %s\n" % command("print('hello')") +
+            "[atom:half]\n" + schema + "command = %s\n" % command("print('{\"T\": 5}')") +
+            "[atom:text]\n" + schema + "command = %s\n" % command("print('{\"T\": 5, \"U\": \"hot\"}')") +
+            "[atom:gone]\n" + schema + "command = /nonexistent/kiri-gpu-stats\n")
+        settings = self.settings()
+        self.install_pulse(settings)
+        store = self.store()
+        d = self.daemon(settings, store)
+        t0 = weekday(0, 0, 14)
+        for i in range(2):
+            result = self.cycle(d, t0 + 400 * i, NORMALS[i])  # the helper checks: no errors
+            absent = result.absent
+            self.assertTrue(absent["bad"].startswith("unavailable: bad: "), absent["bad"])
+            self.assertIn("failed (exit 3): no gpu here", absent["bad"])
+            self.assertIn("did not print one JSON object: 'hello'", absent["junk"])
+            self.assertIn("has no field 'U'", absent["half"])
+            self.assertIn("field U must be a finite number, got 'hot'", absent["text"])
+            self.assertIn("command not found: /nonexistent/kiri-gpu-stats", absent["gone"])
+            # The cycle went on: Pulse was scored and Nerve decided, with the others absent.
+            self.assertEqual([s.atom for s in result.scores], ["pulse"])
+            state = result.decision["state"]
+            self.assertEqual([state[p] for p in ("BAD", "JUNK", "HALF", "TEXT", "GONE")], [None] * 5)
+            self.assertEqual(result.decision["action"], "ok")
+        self.assertEqual(store.observation_count("bad"), 0)
+        self.assertIn("no gpu here", store.get_kv("atom.bad.source"))
+        # Logged once, when the reason appeared, not every cycle.
+        self.assertEqual(sum("no gpu here" in line for line in self.log.lines), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
