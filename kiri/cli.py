@@ -217,6 +217,16 @@ def build_parser():
     p.add_argument("--ref-steps", type=positive_int, default=3, help="reference-engine training steps (default 3)")
     p.add_argument("--fast-steps", type=positive_int, default=50, help="fast-engine training steps (default 50)")
     p.set_defaults(run=run_bench_speed)
+    p = bench_kinds.add_parser("nab", help="run KIRI's streaming detector over a NAB corpus, write NAB results")
+    p.add_argument("--data", required=True, metavar="DIR", help="NAB root: CSVs under DIR/data/<category>/")
+    p.add_argument("--out", required=True, metavar="RESULTS", help="results root (RESULTS/kiri/<category>/…)")
+    p.add_argument("--files", metavar="GLOB", help='only these, e.g. "realAWSCloudwatch/*.csv"')
+    p.add_argument("--jobs", type=positive_int, default=1, help="files in parallel processes (default 1)")
+    p.add_argument("--windows", metavar="FILE",
+                   help="windows file, used only to fill the label column (default: DIR/dev_windows.json or "
+                        "DIR/labels/combined_windows.json if present)")
+    p.set_defaults(run=run_bench_nab)
+
     p = bench_kinds.add_parser("nab-score", help="score NAB results with NAB's rules: three profiles, optimised threshold")
     p.add_argument("--data", metavar="DIR", required=True, help="NAB corpus directory (holds data/<category>/<file>.csv)")
     p.add_argument("--windows", metavar="FILE", required=True, help="anomaly windows JSON file")
@@ -485,6 +495,18 @@ def run_demo(args):
 def run_bench_speed(args):
     from .bench import speed
     speed.main(as_json=args.json, ref_steps=args.ref_steps, fast_steps=args.fast_steps)
+
+
+def run_bench_nab(args):
+    from pathlib import Path
+    from .bench import nab
+    windows = args.windows
+    if windows is None:
+        for candidate in (Path(args.data) / "dev_windows.json", Path(args.data) / "labels" / "combined_windows.json"):
+            if candidate.exists():
+                windows = candidate
+                break
+    nab.run(args.data, args.out, pattern=args.files, jobs=args.jobs, windows_file=windows, report=print_flush)
 
 
 def run_bench_nab_score(args):

@@ -13,8 +13,12 @@ uses only what it has seen so far:
    before them; AnomalyLikelihood turns it into "how unusual is the recent surprise for
    this series" in [0, 1];
 4. it keeps learning: every `online_every` rows, a few training steps on recent windows;
-5. after a detection (score ≥ `detect`) the next `quiet` rows report at most `detect`
-   minus a little, so one incident is one alert.
+5. after a detection (score ≥ `detect`, i.e. the recent surprise is half a standard
+   deviation above its usual level) the next `quiet` rows report just under `detect`,
+   so one incident is one alert.
+
+The defaults (a 50-row short window, detect 0.05, quiet 100) were chosen on the NAB
+files in ../shared/nab — see README, "Detection quality", for what that means.
 """
 
 import random
@@ -30,7 +34,7 @@ HOUR_BUCKETS = 8
 
 class StreamDetector:
     def __init__(self, probation, window=5, value_buckets=10, change_buckets=6, train_steps=600,
-                 online_every=50, online_steps=10, online_lr=0.003, recent=1000, detect=0.995, quiet=0,
+                 online_every=50, online_steps=10, online_lr=0.003, recent=1000, detect=0.05, quiet=100,
                  seed=0, engine="fast"):
         if probation < window + 10:
             raise ValueError(f"probation of {probation} rows is too short")
@@ -42,7 +46,7 @@ class StreamDetector:
         self.engine_name = engine
         self.rows = []                # (hour, value, change) of every row seen
         self.ids = []                 # the tokens of each row once the language exists
-        self.likelihood = AnomalyLikelihood(short=5, long=2000, warmup=30)
+        self.likelihood = AnomalyLikelihood(short=50, long=2000, warmup=30)
         self.language = self.model = None
         self.quiet_left = 0
 
@@ -57,7 +61,8 @@ class StreamDetector:
             self._learn_probation()
             return 0.0
         self.ids.append(self._row_ids(self.rows[-1]))
-        score = self.likelihood.update(self._raw_surprise(len(self.ids) - 1))
+        self.last_raw = self._raw_surprise(len(self.ids) - 1)
+        score = self.likelihood.update(self.last_raw)
         if (n - self.probation) % self.online_every == 0:
             self._train(self._windows(max(self.window, len(self.ids) - self.recent), len(self.ids)),
                         self.online_steps, self.online_lr)
@@ -119,7 +124,7 @@ class StreamDetector:
     def _quieted(self, score):
         if self.quiet_left > 0:
             self.quiet_left -= 1
-            return min(score, self.detect - 1e-6)
+            return min(score, self.detect * 0.999)
         if score >= self.detect and self.quiet:
             self.quiet_left = self.quiet
         return score

@@ -53,23 +53,25 @@ def mean_surprise(surprises):
 
 
 class AnomalyLikelihood:
-    """From raw surprise to a calibrated score in [0, 1], one value at a time.
+    """From raw surprise to a calibrated score in [0, 1), one value at a time.
 
     Raw surprise depends on the series: a noisy metric is always somewhat surprising. So
     the question is not "is this surprising?" but "is the recent surprise unusual for
     this series?": the mean of the last `short` surprises is compared with the mean and
-    spread of the last `long` ones (the short window excluded), and the answer is the
-    normal CDF of that z-score. Until `warmup` values have been seen it answers 0.5.
+    spread of the `long` ones before them, as a z-score, and the score is z / (z + scale)
+    (0 when z ≤ 0). Unlike a normal CDF it never saturates at 1, so very unusual stays
+    distinguishable from extremely unusual. Until `warmup` values have passed out of
+    the short window it answers 0.
     """
 
-    def __init__(self, short=5, long=2000, warmup=100):
-        self.short, self.long, self.warmup = short, long, warmup
+    def __init__(self, short=50, long=2000, warmup=30, scale=10.0):
+        self.short, self.long, self.warmup, self.scale = short, long, warmup, scale
         self.recent = collections.deque()
         self.past = collections.deque()
         self.past_sum = self.past_sq = 0.0
 
     def update(self, surprise):
-        """The likelihood that the recent surprise is unusually high, after adding `surprise`."""
+        """The score after adding `surprise`."""
         self.recent.append(surprise)
         if len(self.recent) > self.short:
             moved = self.recent.popleft()
@@ -81,9 +83,9 @@ class AnomalyLikelihood:
                 self.past_sum -= old
                 self.past_sq -= old * old
         n = len(self.past)
-        if n + len(self.recent) < self.warmup or n < 2:
-            return 0.5
+        if n < self.warmup:
+            return 0.0
         mean = self.past_sum / n
         std = math.sqrt(max(self.past_sq / n - mean * mean, 0.0))
         z = (sum(self.recent) / len(self.recent) - mean) / max(std, 1e-3)
-        return 0.5 * math.erfc(-z / math.sqrt(2))
+        return z / (z + self.scale) if z > 0 else 0.0

@@ -1,0 +1,137 @@
+"""The streaming detector and what it added to the shared parts: learned buckets, likelihood."""
+
+import math
+import random
+import tempfile
+import unittest
+from pathlib import Path
+
+from kiri.core.language import StateLanguage, language_from_dict, quantile_edges
+from kiri.core.surprise import AnomalyLikelihood
+from kiri.stream import StreamDetector
+from tests.helpers import run_kiri
+
+SPIKE, SHIFT = 900, 1250
+
+
+def series(n=1500, seed=0):
+    """A daily wave with noise, one spike at SPIKE and a level shift from SHIFT on (5-minute rows)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        hour = (i * 5 / 60) % 24
+        value = 50 + 10 * math.sin(2 * math.pi * hour / 24) + rng.gauss(0, 1.5)
+        if i == SPIKE:
+            value += 60
+        if i >= SHIFT:
+            value += 35
+        rows.append((hour, value))
+    return rows
+
+
+class LearnedBuckets(unittest.TestCase):
+    def test_quantile_edges(self):
+        self.assertEqual(quantile_edges(range(1, 11), 4), [1, 3, 5, 8, 10])
+        self.assertEqual(quantile_edges([3, 3, 3], 5), [2.5, 3.5])  # a flat line still gets a bucket
+
+    def test_below_and_above_range_tokens(self):
+        lang = StateLanguage("s", {"V": {"edges": [0, 10, 20]}})
+        self.assertEqual(lang.tokens, ["V<", "V0", "V1", "V>"])
+        for value, token in ((-1, "V<"), (0, "V0"), (9.9, "V0"), (10, "V1"), (20, "V1"), (20.1, "V>")):
+            self.assertEqual(lang.decode(lang.encode({"V": value})), token, value)
+        self.assertEqual(language_from_dict(lang.to_dict()).tokens, lang.tokens)
+        with self.assertRaisesRegex(ValueError, "field V must be a finite number"):
+            lang.encode({"V": float("nan")})
+        with self.assertRaisesRegex(ValueError, "increasing"):
+            StateLanguage("s", {"V": {"edges": [3, 1]}})
+
+
+class Likelihood(unittest.TestCase):
+    def test_unusual_recent_surprise_scores_higher_than_anything_usual(self):
+        rng = random.Random(1)
+        likelihood = AnomalyLikelihood(short=5, long=500, warmup=50)
+        quiet = [likelihood.update(rng.gauss(1.0, 0.2)) for _ in range(400)]
+        self.assertEqual(quiet[0], 0.0)                      # warming up
+        spike = likelihood.update(6.0)
+        self.assertGreater(spike, 1.5 * max(quiet))
+        self.assertTrue(all(0.0 <= x < 1.0 for x in quiet + [spike]))
+
+    def test_never_saturates(self):
+        def after(value):
+            likelihood = AnomalyLikelihood(short=1, long=100, warmup=10)
+            for i in range(100):
+                likelihood.update(1.0 + 0.01 * (i % 3))
+            return likelihood.update(value)
+        self.assertLess(after(50.0), after(5000.0))
+        self.assertLess(after(5000.0), 1.0)
+
+
+class Detector(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        detector = StreamDetector(probation=225)
+        cls.scores = [detector.update(hour, value) for hour, value in series()]
+
+    def test_flags_the_level_shift(self):
+        detect = StreamDetector(probation=225).detect
+        self.assertGreaterEqual(max(self.scores[SHIFT:SHIFT + 30]), detect)
+
+    @unittest.expectedFailure
+    def test_flags_the_spike(self):
+        # Known gap (issue 7 stays open): the 50-row short window that scores best on NAB
+        # dilutes a single-row spike (raw surprise 7.3 against a usual 1.5–3.5 here).
+        detect = StreamDetector(probation=225).detect
+        self.assertGreaterEqual(max(self.scores[SPIKE:SPIKE + 5]), detect)
+
+    def test_quiet_elsewhere(self):
+        detect = StreamDetector(probation=225).detect
+        detections = [i for i, s in enumerate(self.scores) if s >= detect]
+        elsewhere = [i for i in detections if not (SPIKE <= i <= SPIKE + 5 or SHIFT <= i <= SHIFT + 30)]
+        self.assertLessEqual(len(elsewhere), 3, elsewhere)
+
+    def test_probation_is_not_scored_and_scores_are_in_range(self):
+        self.assertEqual(set(self.scores[:225]), {0.0})
+        self.assertTrue(all(0.0 <= s <= 1.0 and not math.isnan(s) for s in self.scores))
+
+    def test_deterministic(self):
+        detector = StreamDetector(probation=225)
+        again = [detector.update(hour, value) for hour, value in series()[:400]]
+        self.assertEqual(again, self.scores[:400])
+
+
+class BenchCommand(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = Path(self.tmp.name)
+        (self.root / "data" / "mine").mkdir(parents=True)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def write(self, name, rows):
+        text = "timestamp,value\n" + "".join(f"{ts},{v}\n" for ts, v in rows)
+        (self.root / "data" / "mine" / name).write_text(text)
+
+    def test_results_have_exactly_the_data_rows(self):
+        rows = [(f"2020-01-{1 + i // 288:02d} {(i % 288) * 5 // 60:02d}:{(i % 288) * 5 % 60:02d}:00", f"{v:.3f}")
+                for i, (_, v) in enumerate(series(400))]
+        self.write("one.csv", rows)
+        proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "results", home=self.root)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("mine/one.csv: 400 rows", proc.stdout)
+        lines = (self.root / "results" / "kiri" / "mine" / "kiri_one.csv").read_text().splitlines()
+        self.assertEqual(lines[0], "timestamp,value,anomaly_score,label")
+        self.assertEqual([line.split(",")[0] for line in lines[1:]], [ts for ts, _ in rows])
+
+    def test_bad_value_names_the_file_and_line(self):
+        rows = [(f"2020-01-01 00:{i:02d}:00", "1.0") for i in range(50)]
+        rows[7] = ("2020-01-01 00:07:00", "oops")
+        self.write("bad.csv", rows)
+        proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "results", home=self.root)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
+        self.assertIn("bad.csv:9", proc.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
