@@ -22,8 +22,14 @@ else
 	$(PY39) tests/run.py
 endif
 
+# Benchmarks print their figures; `nab` reads ../shared/nab (the shared NAB subset) when it is there.
+NAB ?= ../shared/nab
 bench:
 	$(PYTHON) -m kiri bench speed
+	@if [ -d "$(NAB)/data" ]; then \
+	  $(PYTHON) -m kiri bench nab --data $(NAB) --out /tmp/kiri-nab-results --jobs 2 && \
+	  $(PYTHON) -m kiri bench nab-score --data $(NAB) --windows $(NAB)/dev_windows.json --results /tmp/kiri-nab-results; \
+	else echo "no NAB data at $(NAB); skipping bench nab"; fi
 
 clean:
 	rm -rf build dist *.egg-info

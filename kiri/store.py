@@ -292,9 +292,11 @@ def default_home():
 def open_store(home=None):
     """Open home/kiri.db (home defaults to default_home()), creating home with mode 0700."""
     home = Path(home) if home is not None else default_home()
-    if not home.exists():
+    try:
         home.mkdir(parents=True)
         os.chmod(str(home), 0o700)  # explicit, so a permissive umask cannot widen it
+    except FileExistsError:
+        pass  # made already (perhaps this instant, by another KIRI process starting with us)
     return Store(home / "kiri.db")
 
 

@@ -842,3 +842,17 @@ class TestHome(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HomeCreationRace(unittest.TestCase):
+    def test_open_store_when_home_appears_meanwhile(self):
+        # Two processes starting together both see no home; the second mkdir must not fail.
+        from unittest import mock
+        from kiri.store import open_store
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp) / "home"
+            home.mkdir()
+            with mock.patch.object(Path, "exists", return_value=False):
+                store = open_store(home)
+            store.close()
+            self.assertTrue((home / "kiri.db").exists())
