@@ -67,6 +67,13 @@ def add_engine_flag(p):
 ATOMS = ("pulse", "rhythm", "drift")
 
 
+def required_subcommands(parser, dest, metavar):
+    """A level of subcommands one of which must be given (`kiri pulse` alone is a usage error)."""
+    sub = parser.add_subparsers(dest=dest, metavar=metavar, parser_class=Parser)
+    sub.required = True
+    return sub
+
+
 def add_home_flag(p):
     p.add_argument("--home", metavar="DIR", help="KIRI home directory (default $KIRI_HOME or ~/.kiri)")
 
@@ -74,8 +81,7 @@ def add_home_flag(p):
 def add_atom_commands(commands, atom):
     """`kiri <atom> collect|train|score`, the same for every atom but for a few collect flags."""
     group = commands.add_parser(atom, help=f"the {atom} atom: collect, train, score")
-    verbs = group.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    verbs.required = True
+    verbs = required_subcommands(group, "verb", "VERB")
 
     p = verbs.add_parser("collect", help="take readings and store them (one, or every --interval for --duration)")
     if atom == "drift":
@@ -145,8 +151,7 @@ def add_loop_commands(commands):
     p.set_defaults(run=run_feedback)
 
     p = commands.add_parser("nerve", help="the meta-atom: train it on the stored decisions and answers")
-    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    verbs.required = True
+    verbs = required_subcommands(p, "verb", "VERB")
     q = verbs.add_parser("train", help="train Nerve on every stored decision (answers override the rule)")
     add_engine_flag(q)
     add_home_flag(q)
@@ -160,12 +165,10 @@ def add_loop_commands(commands):
 def build_parser():
     parser = Parser(prog="kiri", description="KIRI: tiny GPTs that learn what is normal for this machine.")
     parser.add_argument("--version", action="version", version=f"kiri {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    commands.required = True
+    commands = required_subcommands(parser, "command", "COMMAND")
 
     names = commands.add_parser("names", help="the microgpt names demo: train, sample")
-    names_verbs = names.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    names_verbs.required = True
+    names_verbs = required_subcommands(names, "verb", "VERB")
     p = names_verbs.add_parser("train", help="train the 4,192-parameter names model")
     add_training_flags(p, steps=1000)
     p.add_argument("--data", metavar="FILE", help="names file, one per line (default data/names.txt)")
@@ -209,9 +212,8 @@ def build_parser():
     add_home_flag(p)
     p.set_defaults(run=run_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks: speed")
-    bench_kinds = bench.add_subparsers(dest="kind", metavar="BENCH", parser_class=Parser)
-    bench_kinds.required = True
+    bench = commands.add_parser("bench", help="benchmarks: speed, nab, nab-score")
+    bench_kinds = required_subcommands(bench, "kind", "BENCH")
     p = bench_kinds.add_parser("speed", help="reference vs fast engine: training step, scoring, memory")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--ref-steps", type=positive_int, default=3, help="reference-engine training steps (default 3)")
