@@ -29,6 +29,7 @@ from .atoms.atom import MIN_OBSERVATIONS, Atom
 from .atoms.nerve import schema as nerve
 from .atoms.sources import CollectorError
 from .compose import Molecule, Pipe
+from .core.weights import previous_path
 from .errors import KiriError
 
 log = logging.getLogger("kiri.daemon")
@@ -71,6 +72,7 @@ class Daemon:
         self.modules = verbs.all_atoms(settings)
         self.bot = bot
         self.stop_event = threading.Event()
+        self._atoms = {}  # name -> (weights file stamp, Atom): a file is parsed again only when it changes
 
     # --- one cycle -------------------------------------------------------------------
 
@@ -144,7 +146,7 @@ class Daemon:
         def score(obs):
             if obs is None:
                 return None
-            atom = verbs.load_atom(module, self.settings)
+            atom = self.atom(name)
             if not atom.trained:
                 result.absent[name] = "no weights yet"
                 return None
@@ -176,7 +178,7 @@ class Daemon:
         atoms = list(self.modules)
         state = nerve.state_of(self.recent_scores(now, fresh), atoms, now)
         # The model decides only once there is enough labelled history (README: cold start).
-        nerve_atom = self.load_nerve() if nerve.ready(self.store.labelled_decisions()) else None
+        nerve_atom = self.load_nerve() if nerve.ready(*self.store.decision_counts()) else None
         action, probability, source = nerve.decide(nerve_atom, state)
         source = "inject" if injected and source == "rule" else source
         decision_id = self.store.add_decision(state, action, probability, source=source, ts=now)
@@ -231,7 +233,7 @@ class Daemon:
             if self.stop_event.is_set():
                 return
             path = self.settings.weights_path(name)
-            atom = verbs.load_atom(module, self.settings)
+            atom = self.atom(name)
             if not atom.trained:
                 if name in self.settings.atoms and \
                         self.store.observation_count(name) >= self.settings.number("spawn_after"):
@@ -250,22 +252,38 @@ class Daemon:
         log.info("%s done", action)
 
     def load_nerve(self):
-        return Atom.load(nerve.spec(list(self.modules)), self.settings.weights_path("nerve"),
-                         engine=self.settings.engine)
+        return self.atom("nerve")
+
+    def atom(self, name):
+        """The atom with its current weights; the JSON is parsed again only when the file changed."""
+        path = self.settings.weights_path(name)
+        stamps = []
+        for p in (path, previous_path(path)):
+            try:
+                st = p.stat()
+                stamps.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append(None)
+        cached = self._atoms.get(name)
+        if cached is None or cached[0] != stamps:
+            spec = nerve.spec(list(self.modules)) if name == "nerve" else self.modules[name].SPEC
+            cached = self._atoms[name] = (stamps, Atom.load(spec, path, engine=self.settings.engine))
+        return cached[1]
 
     def maybe_retrain_nerve(self, now, result):
-        labelled = self.store.labelled_decisions()
-        if not nerve.ready(labelled):
+        # Counted in SQL every tick; the decisions themselves are read only to train.
+        decisions, answers = self.store.decision_counts()
+        if not nerve.ready(decisions, answers):
             return
-        answers = sum(1 for d in labelled if d["verdict"])
         since_answers = answers - (self.store.get_kv(NERVE_ANSWERS_KEY) or 0)
         age = now - (self.store.get_kv(NERVE_TRAINED_KEY) or 0)
         if since_answers >= self.settings.number("nerve_retrain_answers") or age > 86400:
+            labelled = self.store.labelled_decisions()
             train_nerve(self.settings, self.store, list(self.modules), labelled)
             self.store.set_kv(NERVE_TRAINED_KEY, now)
             self.store.set_kv(NERVE_ANSWERS_KEY, answers)
             result.meta.append("retrain:nerve")
-            log.info("Nerve retrained on %d decisions (%d answers)", len(labelled), answers)
+            log.info("Nerve retrained on %d decisions (%d answers)", decisions, answers)
 
     # --- forever -----------------------------------------------------------------------
 

@@ -713,6 +713,14 @@ class Store:
             conn.execute("UPDATE alerts SET state = ? WHERE id = ?", (state, alert_id))
             return replaced
 
+    def decision_counts(self):
+        """(decisions, decisions whose alert was answered): what Nerve's readiness needs, counted in SQL."""
+        row = self.conn.execute(
+            "SELECT COUNT(DISTINCT d.id), COUNT(DISTINCT a.decision_id) FROM decisions d"
+            " LEFT JOIN alerts a ON a.decision_id = d.id"
+            " AND EXISTS (SELECT 1 FROM feedback f WHERE f.alert_id = a.id)").fetchone()
+        return row[0], row[1]
+
     def labelled_decisions(self, since=None):
         """Every decision (ts >= since), oldest first, with the answer to its alert.
 

@@ -316,16 +316,13 @@ class NerveTest(unittest.TestCase):
         self.assertFalse(any(r["synthetic"] for r in rows))
 
     def test_ready_needs_enough_decisions_and_answers(self):
-        def labelled(n, answers):
-            return [{"verdict": "dismiss" if i < answers else None} for i in range(n)]
-
         m, a = nerve.MIN_DECISIONS, nerve.MIN_ANSWERS
         self.assertEqual((m, a), (30, 3))
-        self.assertFalse(nerve.ready(labelled(m - 1, a)))
-        self.assertFalse(nerve.ready(labelled(m, a - 1)))
-        self.assertTrue(nerve.ready(labelled(m, a)))
-        self.assertTrue(nerve.ready(labelled(m + 10, m)))
-        self.assertFalse(nerve.ready([]))
+        self.assertFalse(nerve.ready(m - 1, a))
+        self.assertFalse(nerve.ready(m, a - 1))
+        self.assertTrue(nerve.ready(m, a))
+        self.assertTrue(nerve.ready(m + 10, m))
+        self.assertFalse(nerve.ready(0, 0))
 
 
 # --------------------------------------------------------------------------------------
@@ -768,3 +765,26 @@ class MetaTest(HomeCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DaemonReadsWeightsOnlyWhenTheyChange(unittest.TestCase):
+    def test_cached_atom_is_reloaded_after_a_new_save(self):
+        from kiri import daemon as daemon_module
+        from kiri.atoms import verbs
+        from kiri.config import load_settings
+        from kiri.store import open_store
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = load_settings(home=tmp, env={})
+            with open_store(tmp) as store:
+                pulse = verbs.atom_module("pulse")
+                verbs.add_synthetic(pulse, store, 40, end=1_790_000_000.0)
+                d = daemon_module.Daemon(settings, store)
+                self.assertFalse(d.atom("pulse").trained)
+                verbs.train(pulse, settings, store, steps=2)
+                first = d.atom("pulse")
+                self.assertTrue(first.trained)
+                self.assertIs(d.atom("pulse"), first)        # unchanged file: no second parse
+                verbs.train(pulse, settings, store, steps=3)
+                second = d.atom("pulse")
+                self.assertIsNot(second, first)
+                self.assertEqual(second.weights.step, 3)

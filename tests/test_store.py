@@ -475,6 +475,10 @@ class TestAlertsAndFeedback(StoreTestCase):
             (unanswered, None, None), (no_alert, None, None), (approved, "approve", 1),
             (dismissed, "dismiss", -1)])
         self.assertEqual([r["id"] for r in s.labelled_decisions(since=3)], [approved, dismissed])
+        # The same counts, without reading every decision: 4 decisions, 2 of them answered
+        # (the decision with two answered alerts counts once).
+        self.assertEqual(s.decision_counts(), (4, 2))
+        self.assertEqual(s.decision_counts(), (len(rows), sum(1 for r in rows if r["verdict"])))
 
 
 class TestOutbox(StoreTestCase):

@@ -104,10 +104,9 @@ def training_history(labelled):
     return rows
 
 
-def ready(labelled):
-    """Enough labelled history for the model to take over from the rule."""
-    answers = sum(1 for d in labelled if d["verdict"])
-    return len(labelled) >= MIN_DECISIONS and answers >= MIN_ANSWERS
+def ready(decisions, answers):
+    """Enough labelled history (decisions stored, of them answered) for the model to take over."""
+    return decisions >= MIN_DECISIONS and answers >= MIN_ANSWERS
 
 
 def train(atoms, labelled, path, engine="fast", seed=42, steps=None, progress=None):
