@@ -36,6 +36,9 @@ KEYS = {
     "drift_interval": ("3600", "seconds per Drift period in the daemon"),
     "tick": ("30", "seconds the daemon sleeps between checks for due work"),
     "alert_cooldown": ("3600", "seconds during which repeats of one situation merge into one alert"),
+    "likelihood_window": ("12", "an atom's recent readings: how many are averaged for its likelihood"),
+    "likelihood_history": ("2000", "how many readings before them the likelihood compares with"),
+    "likelihood_alert": ("0.1", "flag an atom whose likelihood is above this (between 0 and 1)"),
     "retrain_days": ("7", "each atom retrains on its last N days, every N days"),
     "spawn_after": ("288", "a declared atom with no weights is trained once it has this many readings"),
     "nerve_retrain_answers": ("3", "Nerve retrains after this many new answers (and daily)"),
@@ -43,7 +46,7 @@ KEYS = {
 DEFAULTS = {key: default for key, (default, _) in KEYS.items()}
 SECRETS = ("mikrotik_password", "telegram_token")
 NUMBERS = ("pulse_interval", "rhythm_interval", "drift_interval", "tick", "alert_cooldown", "retrain_days",
-           "spawn_after", "nerve_retrain_answers")
+           "spawn_after", "nerve_retrain_answers", "likelihood_window", "likelihood_history", "likelihood_alert")
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Settings:
         """Read every number and flag now, so a typo fails at start, not hours later in the loop."""
         for key in NUMBERS:
             self.number(key)
+        if self.number("likelihood_alert") >= 1:
+            raise KiriError(f"setting likelihood_alert must be below 1, got {self.get('likelihood_alert')!r}")
         self.flag("mikrotik_verify")
         return self
 

@@ -3,10 +3,11 @@
 One cycle (`kiri daemon --once`, or every `tick` seconds in `kiri daemon`):
 
 1. each atom whose interval has passed takes a reading and scores it (its own pipe:
-   a failing source or a missing model never stops the others);
+   a failing source or a missing model never stops the others), with its likelihood:
+   are its recent readings, together, more surprising than usual (verbs.add_likelihood);
 2. Nerve reads every atom's latest score relative to its threshold (an atom with no
-   recent score, no weights, or no source here is *absent*, never "0 = normal") and
-   decides: ok, alert or suppress;
+   recent score, no weights, or no source here is *absent*, never "0 = normal") and the
+   highest likelihood, and decides: ok, alert or suppress;
 3. acting: an alert is stored, merged with a repeat of the same situation inside the
    cooldown, and queued for Telegram (or written to the log when Telegram is not set up);
 4. housekeeping: Telegram's outbox is delivered and its button presses become feedback;
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from .atoms import verbs
-from .atoms.atom import MIN_OBSERVATIONS, Atom
+from .atoms.atom import MIN_OBSERVATIONS, Atom, verdict_of
 from .atoms.nerve import schema as nerve
 from .atoms.sources import CollectorError
 from .compose import Molecule, Pipe
@@ -152,8 +153,8 @@ class Daemon:
                 return None
             history = self.store.observations(name, until=obs["ts"] + 1e-6, limit=module.SPEC.context + 1)
             s = atom.score(obs["values"], atom.context_of(history, len(history) - 1))
-            self.store.add_score(name, s.score, threshold=s.threshold, verdict=s.verdict,
-                                 tokens=s.to_json()["tokens"], observation_id=obs["id"], ts=obs["ts"])
+            verbs.add_likelihood(s, self.settings, self.store, obs["id"])
+            verbs.record_score(self.store, s, obs["id"], ts=obs["ts"])
             result.scores.append(s)
             return s
         return score
@@ -168,7 +169,8 @@ class Daemon:
                 continue
             latest = self.store.latest_scores(name, limit=1)
             if latest and now - latest[0]["ts"] <= 2 * self.interval(name) and latest[0]["threshold"]:
-                out.append(SimpleScore(name, latest[0]["score"], latest[0]["threshold"]))
+                out.append(SimpleScore(name, latest[0]["score"], latest[0]["threshold"], latest[0]["tokens"],
+                                       latest[0]["likelihood"], self.settings.number("likelihood_alert")))
         return out
 
     def decide(self, fresh, now, result, injected=False):
@@ -190,8 +192,8 @@ class Daemon:
     def act(self, decision, now, result):
         if decision is None or decision["action"] == "ok":
             return None
-        flagged = [s for s in result.scores if s.verdict == "anomaly"] or \
-                  [s for s in self.recent_scores(now, result.scores) if s.score > s.threshold]
+        flagged = [s for s in result.scores if s.verdict != "normal"] or \
+                  [s for s in self.recent_scores(now, result.scores) if s.verdict != "normal"]
         situation = situation_of(flagged)
         if decision["action"] == "suppress":
             log.info("suppressed (Nerve has learned you do not want this one): %s", situation)
@@ -314,10 +316,12 @@ class SimpleScore:
     score: float
     threshold: float
     tokens: list = field(default_factory=list)
+    likelihood: float = None
+    unusual_at: float = None
 
     @property
     def verdict(self):
-        return "anomaly" if self.score > self.threshold else "normal"
+        return verdict_of(self.score, self.threshold, self.likelihood, self.unusual_at)
 
 
 def run_meta(action, settings, store, modules=None, now=None):
@@ -356,7 +360,8 @@ def situation_of(scores):
 
 
 def score_dict(s):
-    return {"atom": s.atom, "score": s.score, "threshold": s.threshold, "tokens": list(s.tokens)}
+    return {"atom": s.atom, "score": s.score, "threshold": s.threshold, "tokens": list(s.tokens),
+            "likelihood": s.likelihood, "unusual_at": s.unusual_at}
 
 
 def describe_state(state):
@@ -366,7 +371,8 @@ def describe_state(state):
 def summary(result):
     """What `kiri status` shows of the last cycle."""
     return {"ts": result.ts,
-            "scores": {s.atom: {"score": s.score, "threshold": s.threshold, "verdict": s.verdict} for s in result.scores},
+            "scores": {s.atom: {"score": s.score, "threshold": s.threshold, "likelihood": s.likelihood,
+                                "verdict": s.verdict} for s in result.scores},
             "absent": result.absent,
             "decision": None if result.decision is None else
             {k: result.decision[k] for k in ("id", "action", "probability", "source")},
@@ -377,7 +383,8 @@ def describe_cycle(result):
     """One cycle in a few lines: each atom's score, Nerve's decision, the alert."""
     lines = []
     for s in result.scores:
-        lines.append(f"{s.atom}: score {s.score:.3f}  threshold {s.threshold:.3f}  {s.verdict}")
+        likelihood = "" if s.likelihood is None else f"  (likelihood {s.likelihood:.2f})"
+        lines.append(f"{s.atom}: score {s.score:.3f}  threshold {s.threshold:.3f}  {s.verdict}{likelihood}")
     for atom, why in sorted(result.absent.items()):
         lines.append(f"{atom}: absent ({why})")
     for atom, why in sorted(result.waiting.items()):

@@ -29,7 +29,7 @@ def collect_status(settings, store, now=None):
             entry["source"] = source_error
         latest = store.latest_scores(name, limit=1)
         if latest:
-            entry["last_score"] = {k: latest[0][k] for k in ("ts", "score", "threshold", "verdict")}
+            entry["last_score"] = {k: latest[0][k] for k in ("ts", "score", "threshold", "verdict", "likelihood")}
         atoms[name] = entry
     heartbeat = store.get_kv(HEARTBEAT_KEY)
     return {
@@ -71,7 +71,8 @@ def format_status(info, now=None):
             line += f"; source unavailable: {a['source']}"
         if a.get("last_score"):
             s = a["last_score"]
-            line += f"; last score {s['score']:.3f} ({s['verdict']}, {ago(now - s['ts'])})"
+            likelihood = "" if s.get("likelihood") is None else f", likelihood {s['likelihood']:.2f}"
+            line += f"; last score {s['score']:.3f} ({s['verdict']}{likelihood}, {ago(now - s['ts'])})"
         lines.append(line)
     lines.append(f"  nerve    {'trained' if info['nerve_trained'] else 'rule (not enough answers yet)'}")
     cycle = info["last_cycle"]

@@ -170,7 +170,13 @@ def _migrate_2_to_3(conn):
                  " WHERE message_id IS NOT NULL")
 
 
-MIGRATIONS = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3]
+def _migrate_3_to_4(conn):
+    # A score's likelihood: how unusual the atom's recent readings are together (NULL for
+    # scores stored before it existed, and for readings typed in by hand).
+    conn.execute("ALTER TABLE scores ADD COLUMN likelihood REAL")
+
+
+MIGRATIONS = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3, _migrate_3_to_4]
 
 
 # ---------------------------------------------------------------------------
@@ -562,7 +568,7 @@ class Store:
     # -- scores ----------------------------------------------------------------
 
     def add_score(self, atom, score, threshold=None, verdict="", tokens=None, ts=None,
-                  observation_id=None):
+                  observation_id=None, likelihood=None):
         """Store an atom's score of one sequence and return its id.
 
         tokens: JSON-able per-token detail, e.g. [{"token": "M9", "surprise": 3.1,
@@ -574,11 +580,32 @@ class Store:
                float(_check_number("score", score)),
                None if threshold is None else float(_check_number("threshold", threshold)),
                _check_text("verdict", verdict),
-               _tokens_json(tokens))
+               _tokens_json(tokens),
+               None if likelihood is None else float(_check_number("likelihood", likelihood)))
         with self._write() as conn:
             return conn.execute(
-                "INSERT INTO scores (atom, ts, observation_id, score, threshold, verdict, tokens)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", row).lastrowid
+                "INSERT INTO scores (atom, ts, observation_id, score, threshold, verdict, tokens, likelihood)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid
+
+    def reading_ratios(self, atom, limit, exclude_observation=None):
+        """score / threshold of an atom's newest `limit` collected readings, oldest first.
+
+        One value per observation (its newest score), and only readings that were really
+        collected: not typed in, not injected, not synthetic — the history against which
+        "are the recent readings unusual?" is asked. Ratios, not raw scores, so a retrain
+        that moves the scale of surprise does not look like a change of the machine.
+        """
+        sql = ("SELECT s.observation_id, s.score / s.threshold AS ratio FROM scores s"
+               " JOIN observations o ON o.id = s.observation_id"
+               " WHERE s.atom = ? AND s.threshold > 0 AND o.source != 'inject' AND o.synthetic = 0"
+               " ORDER BY s.ts DESC, s.id DESC LIMIT ?")
+        seen, ratios = {exclude_observation}, []
+        # Twice the rows asked for: an observation scored twice (daemon, then CLI) counts once.
+        for row in self.conn.execute(sql, (_check_atom(atom), 2 * int(limit))):
+            if row["observation_id"] not in seen and len(ratios) < limit:
+                seen.add(row["observation_id"])
+                ratios.append(row["ratio"])
+        return ratios[::-1]
 
     def latest_scores(self, atom=None, limit=10):
         """The newest scores (of atom, or of all atoms), newest first."""
@@ -591,7 +618,7 @@ class Store:
         args.append(int(limit))
         return [{"id": r["id"], "atom": r["atom"], "ts": r["ts"],
                  "observation_id": r["observation_id"], "score": r["score"],
-                 "threshold": r["threshold"], "verdict": r["verdict"],
+                 "threshold": r["threshold"], "verdict": r["verdict"], "likelihood": r["likelihood"],
                  "tokens": json.loads(r["tokens"])}
                 for r in self.conn.execute(sql, args)]
 

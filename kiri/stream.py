@@ -4,21 +4,24 @@ It reads one (timestamp, value) at a time and answers an anomaly score in [0, 1]
 uses only what it has seen so far:
 
 1. probation — the first rows are only collected; at its end the value and change
-   buckets are learned from them (quantile edges, with explicit below/above-range
-   tokens), and the model is trained on windows of consecutive rows;
+   buckets are learned from them (quantile edges, widened by 10 % of the range, with
+   explicit below/above-range tokens), and the model is trained on windows of
+   consecutive rows; every third block of rows is held out at first, so the likelihood
+   is warmed up on surprise the model has not trained on, as every later row will be;
 2. each row is `H V D`: hour of day, value bucket, change bucket; a window is the last
    `window` rows (15 tokens), so a jump, a flat line or a missing daily peak is
    surprising, not only a rare value;
 3. the raw score of a row is the mean surprise of its V and D tokens given the window
    before them; AnomalyLikelihood turns it into "how unusual is the recent surprise for
-   this series" in [0, 1];
+   this series" in [0, 1], over the last 50 rows — and over the latest row alone when
+   its surprise beats every earlier one by 10 % (an isolated spike);
 4. it keeps learning: every `online_every` rows, a few training steps on recent windows;
 5. after a detection (score ≥ `detect`, i.e. the recent surprise is half a standard
    deviation above its usual level) the next `quiet` rows report just under `detect`,
    so one incident is one alert.
 
-The defaults (a 50-row short window, detect 0.05, quiet 100) were chosen on the NAB
-files in ../shared/nab — see README, "Detection quality", for what that means.
+The 50-row window, detect 0.05 and quiet 100 were chosen on the NAB files in
+../shared/nab — see README, "Detection quality", for what that means.
 """
 
 import random
@@ -46,7 +49,7 @@ class StreamDetector:
         self.engine_name = engine
         self.rows = []                # (hour, value, change) of every row seen
         self.ids = []                 # the tokens of each row once the language exists
-        self.likelihood = AnomalyLikelihood(short=50, long=2000, warmup=30)
+        self.likelihood = AnomalyLikelihood(short=50, long=2000, warmup=30, spike=10, record=1.1)
         self.language = self.model = None
         self.quiet_left = 0
 
@@ -82,14 +85,20 @@ class StreamDetector:
                            block_size=3 * self.window)
         self.model = make_engine(self.engine_name, config, init_params(config, self.rng))
         self.ids = [self._row_ids(row) for row in self.rows]
-        # Train on the first two thirds; warm the likelihood up on the last third, read by a
-        # model that has not seen it (the surprise of rows to come is out-of-sample too);
-        # then train on that third as well.
-        cut = len(self.ids) * 2 // 3
-        self._train(self._windows(self.window, cut), self.train_steps, 0.01)
-        for i in range(cut, len(self.ids)):
-            self.likelihood.update(self._raw_surprise(i))
-        self._train(self._windows(cut, len(self.ids)), self.train_steps // 3, 0.005)
+        # Warm the likelihood up on surprise the model has not trained on, like every row
+        # to come: every third block of rows is held out, the model trains on the windows
+        # that do not touch them, reads them, and then trains on the rest. Blocks spread
+        # over the whole probation (not its last third) so that the held-out rows are
+        # hours of the day the model has seen, as later rows will be.
+        block = 4 * self.window
+        held_out = [(i // block) % 3 == 2 for i in range(len(self.ids))]
+        ends = range(self.window - 1, len(self.ids))
+        touches = {i: any(held_out[i - self.window + 1:i + 1]) for i in ends}
+        self._train([self._sequence(i) for i in ends if not touches[i]], self.train_steps, 0.01)
+        for i in ends:
+            if held_out[i]:
+                self.likelihood.update(self._raw_surprise(i))
+        self._train([self._sequence(i) for i in ends if touches[i]], self.train_steps // 3, 0.005)
 
     def _row_ids(self, row):
         hour, value, change = row
@@ -113,13 +122,15 @@ class StreamDetector:
         """Mean surprise of row i's value and change tokens, given the rows before it."""
         if i < self.window - 1:
             return 0.0
+        surprises = self._row_surprises(i)
+        return sum(surprises) / len(surprises)
+
+    def _row_surprises(self, i):
+        """[surprise of row i's V token, of its D token], each given everything before it."""
         seq = self._sequence(i)
         logits = self.model.sequence_logits(seq[:-1])
         # Row i's tokens are the last three: H, V, D; V is predicted at -2, D at -1.
-        total = 0.0
-        for pos in (len(seq) - 2, len(seq) - 1):
-            total -= log_softmax(logits[pos - 1])[seq[pos]]
-        return total / 2
+        return [-log_softmax(logits[pos - 1])[seq[pos]] for pos in (len(seq) - 2, len(seq) - 1)]
 
     def _quieted(self, score):
         if self.quiet_left > 0:

@@ -5,7 +5,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from kiri.atoms.atom import MIN_OBSERVATIONS, Atom, held_out_indices
+from kiri.atoms.atom import MIN_OBSERVATIONS, Atom, AtomSpec, held_out_indices
 from kiri.atoms.drift.schema import SPEC as DRIFT, synthetic as drift_synthetic
 from kiri.atoms.pulse.schema import SPEC as PULSE, synthetic as pulse_synthetic
 from kiri.atoms.rhythm.schema import SPEC as RHYTHM, synthetic as rhythm_synthetic
@@ -138,3 +138,25 @@ class AtomMachinery(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LearnedFields(unittest.TestCase):
+    """A field declared {"learn": n} is cut where the atom's own history falls."""
+
+    def test_buckets_come_from_the_history_and_the_unseen_is_above_range(self):
+        spec = AtomSpec(name="queue", schema={"Q": {"learn": 4}, "T": (0, 100, 5)}, n_embd=16, n_layer=1,
+                        context=0, interval=60.0)
+        self.assertEqual(Atom(spec).language.tokens[:3], ["Q<", "Q0", "Q>"], "untrained: one placeholder bucket")
+
+        def generate(rng, ts):
+            return {"Q": rng.choice((1200, 1300, 1400, 1500, 1600)), "T": 40}
+        with tempfile.TemporaryDirectory() as tmp:
+            atom = trained(spec, generate, 200, 150, tmp)
+            # Quantiles of the history, the outer ones 10 % of its range further out.
+            self.assertEqual(atom.language.edges["Q"], [1160, 1300, 1400, 1500, 1640])
+            self.assertEqual(Atom.load(spec, Path(tmp) / "queue.json").language.edges["Q"],
+                             [1160, 1300, 1400, 1500, 1640], "the learned edges are saved with the weights")
+        usual, unseen = atom.score({"Q": 1350, "T": 40}), atom.score({"Q": 90000, "T": 40})
+        self.assertEqual(unseen.tokens[0]["token"], "Q>")
+        self.assertGreater(unseen.score, 3 * usual.score)
+        self.assertEqual(unseen.verdict, "anomaly")

@@ -46,7 +46,8 @@ NEUTRAL_ENV = dict({"KIRI_" + key.upper(): "" for key in KEYS}, KIRI_CONFIG="")
 # Where Pulse reads this machine (elsewhere it is absent as unavailable, and the tests allow that).
 SYSTEM_PULSE = sys.platform.startswith("linux") or sys.platform == "darwin"
 
-SCORE_LINE = re.compile(r"^(\w+): score (\d+\.\d+)  threshold (\d+\.\d+)  (normal|anomaly)$")
+SCORE_LINE = re.compile(r"^(\w+): score (\d+\.\d+)  threshold (\d+\.\d+)  (normal|anomaly|unusual)"
+                        r"(?:  \(likelihood \d\.\d\d\))?$")
 ABSENT_LINE = re.compile(r"^(\w+): absent \((.+)\)$")
 NERVE_LINE = re.compile(r"^nerve: (?:(ok|alert|suppress) \(p (\d\.\d\d), (rule|model|inject)\)|nothing new to decide on)$")
 ALERT_ROW = re.compile(r"^#(\d+)  \d{4}-\d\d-\d\d \d\d:\d\d  (\w+)\s+(\w+)\s+(no answer|approve|dismiss)\s+(.+)$")
@@ -295,7 +296,7 @@ class Status(LoopCommandLine):
         self.assertIsNotNone(m, text)
         self.assertLess(int(m.group(1)), 60)
         self.assertRegex(text, rf"(?m)^  pulse\s+trained .*threshold {threshold:.3f}; \d+ real \+ 300 synthetic readings;"
-                               r" last score \d+\.\d{3} \(anomaly, \d+ s ago\)$")
+                               r" last score \d+\.\d{3} \(anomaly, likelihood \d\.\d\d, \d+ s ago\)$")
         self.assertRegex(text, r"(?m)^  drift\s+no weights yet")
         self.assertRegex(text, r"(?m)^last cycle \d+ s ago: decision alert \(inject\)$")
         self.assertIn(f"pending alerts: {len(open_ids)} — " + ", ".join(f"#{i}" for i in open_ids), text)
@@ -538,6 +539,8 @@ class InitAndConfig(LoopCommandLine):
             "[atom:gpu]\nschema = T=20:100:8\ncommand = /bin/true\ncolour = red\n": "unknown key 'colour'",
             "[atom:g1]\nschema = T=20:100:8\ncommand = /bin/true\n": "atom name 'g1'",
             "[atom:gpu]\nschema = T=20:100:8\n": "command is missing",
+            "[atom:gpu]\nschema = Q=learn:many\ncommand = /bin/true\n": "schema entry 'Q=learn:many'",
+            "[atom:u]\nschema = T=20:100:8\ncommand = /bin/true\n": "would share Nerve's token 'U'",
         }
         for text, error in cases.items():
             with self.subTest(config=text):
@@ -704,6 +707,13 @@ class Regressions(LoopCommandLine):
         proc = self.kiri("daemon", "--once")
         self.assertUserError(proc, "setting tick must be a number, got 'soon'")
         self.assertEqual(proc.stdout, "")
+        self.assertIsNone(self.status()["last_cycle"])
+
+    def test_a_likelihood_level_of_1_or_more_is_refused(self):
+        self.home.mkdir()
+        (self.home / "config.ini").write_text("[kiri]\nlikelihood_alert = 1.5\n", encoding="utf-8")
+        proc = self.kiri("daemon", "--once")
+        self.assertUserError(proc, "setting likelihood_alert must be below 1, got '1.5'")
         self.assertIsNone(self.status()["last_cycle"])
 
     def test_a_second_cycle_still_names_every_atom(self):

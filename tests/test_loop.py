@@ -257,33 +257,39 @@ class PipeTest(unittest.TestCase):
 
 
 class NerveTest(unittest.TestCase):
-    def state(self, p=None, r=None, d=None, hour=14.0, weekday=2):
-        return {"P": p, "R": r, "D": d, "H": hour, "W": weekday}
+    def state(self, p=None, r=None, d=None, u=None, hour=14.0, weekday=2):
+        return {"P": p, "R": r, "D": d, "U": u, "H": hour, "W": weekday}
 
     def test_language_absent_atom_is_its_own_token_and_act_is_categorical(self):
         language = nerve.spec(ATOMS + ["gpu"]).language()
-        self.assertEqual(language.fields, ["P", "R", "D", "GPU", "H", "W", "act"])
-        ids = language.encode(dict(P=None, R=0.2, D=3.5, GPU=1.2, H=14.2, W=2, act="suppress"))
-        self.assertEqual(language.decode(ids), "P_ R0 D5 GPU2 H4 W2 suppress")
-        p0 = language.encode(dict(P=0.0, R=0.2, D=3.5, GPU=1.2, H=14.2, W=2, act="ok"))
+        self.assertEqual(language.fields, ["P", "R", "D", "GPU", "U", "H", "W", "act"])
+        ids = language.encode(dict(P=None, R=0.2, D=3.5, GPU=1.2, U=None, H=14.2, W=2, act="suppress"))
+        self.assertEqual(language.decode(ids), "P_ R0 D5 GPU2 U_ H4 W2 suppress")
+        p0 = language.encode(dict(P=0.0, R=0.2, D=3.5, GPU=1.2, U=1.1, H=14.2, W=2, act="ok"))
         self.assertNotEqual(ids[1], p0[1], "an absent atom must not read as a score of 0")
         self.assertEqual(language.token_name(p0[1]), "P0")
         self.assertEqual(language.labels["act"], nerve.actions(ATOMS + ["gpu"]))
         for action in ("ok", "alert", "suppress", "retrain:pulse:7d", "spawn:gpu"):
             self.assertIn(action, language.labels["act"])
-            self.assertEqual(language.decode(language.encode(dict(P=1, R=1, D=1, GPU=1, H=1, W=1, act=action)))
+            self.assertEqual(language.decode(language.encode(dict(P=1, R=1, D=1, GPU=1, U=1, H=1, W=1, act=action)))
                              .split()[-1], action)
         for bad in ("bogus", 1, None):
             with self.assertRaises(ValueError):
-                language.encode(dict(P=1, R=1, D=1, GPU=1, H=1, W=1, act=bad))
+                language.encode(dict(P=1, R=1, D=1, GPU=1, U=1, H=1, W=1, act=bad))
         self.assertEqual([nerve.prefix_of(a) for a in ATOMS + ["gpu"]], ["P", "R", "D", "GPU"])
 
     def test_state_of_ratios_absent_atoms_and_time(self):
         ts = local(datetime.date(2024, 1, 10), 14, 30)   # a Wednesday
-        scores = [SimpleNamespace(atom="pulse", score=3.0, threshold=2.0),
-                  SimpleNamespace(atom="drift", score=1.0, threshold=float("inf")),   # no threshold
-                  SimpleNamespace(atom="other", score=9.0, threshold=1.0)]            # not Nerve's atom
-        self.assertEqual(nerve.state_of(scores, ATOMS, ts), {"P": 1.5, "R": None, "D": None, "H": 14.5, "W": 2})
+        scores = [SimpleNamespace(atom="pulse", score=3.0, threshold=2.0, likelihood=None, unusual_at=0.1),
+                  SimpleNamespace(atom="drift", score=1.0, threshold=float("inf"),   # no threshold
+                                  likelihood=None, unusual_at=None),
+                  SimpleNamespace(atom="other", score=9.0, threshold=1.0,            # not Nerve's atom
+                                  likelihood=0.9, unusual_at=0.1)]
+        self.assertEqual(nerve.state_of(scores, ATOMS, ts),
+                         {"P": 1.5, "R": None, "D": None, "U": None, "H": 14.5, "W": 2})
+        scores += [SimpleNamespace(atom="rhythm", score=0.5, threshold=1.0, likelihood=0.15, unusual_at=0.1)]
+        state = nerve.state_of(scores, ATOMS, ts)
+        self.assertEqual((state["R"], round(state["U"], 6)), (0.5, 1.5), "U: the likelihood over its alert level")
 
     def test_rule_alerts_only_when_an_atom_is_over_its_threshold(self):
         self.assertEqual(nerve.rule(self.state(p=0.4)), "ok")
@@ -291,6 +297,8 @@ class NerveTest(unittest.TestCase):
         self.assertEqual(nerve.rule(self.state(p=0.4, d=1.01)), "alert")
         self.assertEqual(nerve.rule(self.state()), "ok", "absent atoms are not anomalies")
         self.assertEqual(nerve.rule(self.state(p=0.2, hour=23.0, weekday=6)), "ok", "H and W are not scores")
+        self.assertEqual(nerve.rule(self.state(p=0.4, u=0.9)), "ok")
+        self.assertEqual(nerve.rule(self.state(p=0.4, u=1.3)), "alert", "recent readings unusual together")
 
     def test_untrained_nerve_decides_by_the_rule(self):
         untrained = Atom(nerve.spec(ATOMS))
@@ -765,6 +773,43 @@ class MetaTest(HomeCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class UnusualTogetherTest(HomeCase):
+    """Readings each under the threshold, but together more surprising than the atom usually is."""
+
+    def run_with_recent(self, recent_ratio):
+        settings = self.settings()
+        self.install_pulse(settings)
+        store = self.store()
+        threshold = Atom.load(verbs.atom_module("pulse").SPEC, settings.weights_path("pulse")).threshold
+        start = local(FIRST_MONDAY, 4)   # the last of them at 13:10; the cycle runs at 14:00
+        for i in range(111):   # 100 usual collected readings, then 11 at `recent_ratio` of the threshold
+            ratio = (0.25 + 0.1 * (i % 3) / 2) if i < 100 else recent_ratio
+            ts = start + 300 * i
+            obs = store.add_observation("pulse", NORMALS[i % 3], ts=ts, source="linux")
+            store.add_score("pulse", ratio * threshold, threshold=threshold, observation_id=obs, ts=ts)
+        return self.cycle(self.daemon(settings, store), local(FIRST_MONDAY, 14), pulse=NORMALS[0]), store
+
+    def test_a_run_of_elevated_readings_alerts_with_its_likelihood(self):
+        result, store = self.run_with_recent(0.9)
+        pulse = result.scores[0]
+        self.assertLess(pulse.score, pulse.threshold, "no single reading is over the threshold")
+        self.assertEqual(pulse.verdict, "unusual")
+        self.assertGreater(pulse.likelihood, pulse.unusual_at)
+        self.assertGreater(result.decision["state"]["U"], 1.0)
+        self.assertEqual(result.decision["action"], "alert")
+        self.assertIn("more surprising than usual, together", result.alert["message"])
+        self.assertEqual(store.latest_scores("pulse", limit=1)[0]["likelihood"], pulse.likelihood)
+        self.assertEqual(store.latest_scores("pulse", limit=1)[0]["verdict"], "unusual")
+
+    def test_the_usual_level_stays_quiet(self):
+        result, _ = self.run_with_recent(0.3)
+        pulse = result.scores[0]
+        self.assertEqual(pulse.verdict, "normal")
+        self.assertLess(pulse.likelihood, pulse.unusual_at)
+        self.assertEqual(result.decision["action"], "ok")
+        self.assertIsNone(result.alert)
 
 
 class DaemonReadsWeightsOnlyWhenTheyChange(unittest.TestCase):

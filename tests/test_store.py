@@ -174,8 +174,28 @@ class TestScoresAndKV(StoreTestCase):
         self.assertEqual([r["ts"] for r in pulse], [3, 1])
         self.assertEqual(pulse[1], {"id": first, "atom": "pulse", "ts": 1, "observation_id": obs,
                                     "score": 3.25, "threshold": 2.0, "verdict": "anomaly",
-                                    "tokens": tokens})
+                                    "tokens": tokens, "likelihood": None})
         self.assertEqual(len(s.latest_scores(limit=1)), 1)
+
+    def test_reading_ratios_are_collected_readings_only_one_per_observation(self):
+        s = self.open()
+        real = [s.add_observation("pulse", {"C": i}, ts=10 * i, source="linux") for i in range(1, 5)]
+        injected = s.add_observation("pulse", {"C": 99}, ts=45, source="inject")
+        synthetic = s.add_observation("pulse", {"C": 7}, ts=46, synthetic=True)
+        for i, obs in enumerate(real, start=1):
+            s.add_score("pulse", float(i), threshold=2.0, ts=10 * i, observation_id=obs, likelihood=0.01 * i)
+        s.add_score("pulse", 8.0, threshold=2.0, ts=41, observation_id=real[3])   # scored again by the CLI
+        s.add_score("pulse", 50.0, threshold=2.0, ts=45, observation_id=injected)
+        s.add_score("pulse", 50.0, threshold=2.0, ts=46, observation_id=synthetic)
+        s.add_score("pulse", 50.0, threshold=2.0, ts=47)                          # typed in by hand
+        s.add_score("pulse", 50.0, threshold=None, ts=48, observation_id=real[0]) # no threshold yet
+        self.assertEqual(s.reading_ratios("pulse", 10), [0.5, 1.0, 1.5, 4.0])
+        self.assertEqual(s.reading_ratios("pulse", 2), [1.5, 4.0])
+        self.assertEqual(s.reading_ratios("pulse", 10, exclude_observation=real[3]), [0.5, 1.0, 1.5])
+        self.assertEqual(s.reading_ratios("drift", 10), [])
+        self.assertEqual(s.latest_scores("pulse", limit=10)[-1]["likelihood"], 0.01)
+        with self.assertRaisesRegex(ValueError, "likelihood"):
+            s.add_score("pulse", 1.0, likelihood=float("nan"))
 
     def test_foreign_keys_are_enforced(self):
         s = self.open()
@@ -286,7 +306,8 @@ class TestSchema(StoreTestCase):
         with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1]):
             with Store(self.path) as s:
                 obs = s.add_observation("pulse", {"C": 41.5}, ts=1, source="linux")
-                s.add_score("pulse", 2.5, ts=1, observation_id=obs)
+                s.conn.execute("INSERT INTO scores (atom, ts, observation_id, score) VALUES ('pulse', 1, ?, 2.5)",
+                               (obs,))
                 s.set_kv("telegram.offset", 42)
         self.assertEqual(self.version(), 1)
         self.assertNotIn("events", self.tables())
@@ -307,6 +328,20 @@ class TestSchema(StoreTestCase):
         self.assertEqual(self.raw().execute("SELECT period_id FROM events").fetchall(),
                          [(period,), (period,)])
 
+
+    def test_version_3_db_keeps_its_scores_and_gains_likelihood(self):
+        with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS[:3]):
+            with Store(self.path) as s:
+                obs = s.add_observation("pulse", {"C": 41.5}, ts=1, source="linux")
+                s.conn.execute("INSERT INTO scores (atom, ts, observation_id, score, threshold, verdict)"
+                               " VALUES ('pulse', 1, ?, 3.0, 2.0, 'anomaly')", (obs,))
+        self.assertEqual(self.version(), 3)
+        with self.open() as s:
+            old = s.latest_scores("pulse")[0]
+            self.assertEqual((old["score"], old["verdict"], old["likelihood"]), (3.0, "anomaly", None))
+            self.assertEqual(s.reading_ratios("pulse", 5), [1.5])
+            s.add_score("pulse", 1.0, threshold=2.0, ts=2, likelihood=0.2)
+        self.assertEqual(self.version(), len(store_module.MIGRATIONS))
 
     def test_version_2_db_is_migrated_to_3(self):
         # A database as the second release left it: alerts and outbox without the
@@ -338,7 +373,7 @@ class TestSchema(StoreTestCase):
             s.enqueue("telegram", {"text": "new"}, "new", alert_id=new, ts=5)
             self.assertFalse(s.add_feedback(1, "approve", ts=6))
             self.assertEqual(s.labelled_decisions()[0]["reward"], 1)
-        self.assertEqual(self.version(), 3)
+        self.assertEqual(self.version(), len(store_module.MIGRATIONS))
         columns = [r[1] for r in self.raw().execute("PRAGMA table_info(outbox)")]
         self.assertTrue({"alert_id", "message_id"} <= set(columns))
 

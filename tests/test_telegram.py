@@ -484,6 +484,15 @@ class FormatAlertTest(unittest.TestCase):
         self.assertEqual(format_alert([score], PULSE_LABELS).splitlines()[1],
                          "no single reading stands out; together they are unusual")
 
+    def test_recent_readings_unusual_together(self):
+        score = {"atom": "pulse", "score": 1.5, "threshold": 2.0, "tokens": [token("C5", 1.0, "C5", 50.0)],
+                 "likelihood": 0.234, "unusual_at": 0.1}
+        self.assertEqual(format_alert([score], PULSE_LABELS).splitlines()[1:],
+                         ["its recent readings are more surprising than usual, together "
+                          "(likelihood 0.23, flagged above 0.10)"])
+        score["likelihood"] = 0.05   # under its level: not mentioned
+        self.assertNotIn("likelihood", format_alert([score], PULSE_LABELS))
+
     def test_unlabelled_fields_and_long_lists(self):
         tokens = [token("X%d" % i, 9.0, "X0", 1.5) for i in range(1, 13)]
         lines = format_alert([{"atom": "pulse", "score": 9.0, "threshold": 2.0, "tokens": tokens}]).splitlines()

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field
 
 from ..core.engines import make_engine
-from ..core.language import StateLanguage, language_from_dict
+from ..core.language import StateLanguage, language_from_dict, quantile_edges
 from ..core.model import GPTConfig, init_params
 from ..core.surprise import mean_surprise, token_surprises
 from ..core.train import train
@@ -31,7 +31,7 @@ MIN_OBSERVATIONS = 20
 @dataclass(frozen=True)
 class AtomSpec:
     name: str
-    schema: dict                  # prefix -> (lo, hi, buckets), in token order
+    schema: dict                  # prefix -> (lo, hi, buckets) or {"learn": buckets}, in token order
     labels: dict = field(default_factory=dict)   # prefix -> (readable name, unit) for explanations
     n_embd: int = 32
     n_layer: int = 2
@@ -46,12 +46,33 @@ class AtomSpec:
         """Observations further apart than this are not treated as consecutive."""
         return 3 * self.interval
 
-    def language(self):
-        return StateLanguage(self.name, self.schema)
+    def language(self, history=()):
+        """The atom's StateLanguage. A field declared {"learn": n} gets n buckets cut at the
+        quantiles of its values in `history` (the rows it is trained on), with explicit
+        below / above-range tokens — for a metric with no natural range. Before training
+        (no history) such a field has one placeholder bucket."""
+        schema = {}
+        for prefix, spec in self.schema.items():
+            if isinstance(spec, dict) and "learn" in spec:
+                values = [row["values"][prefix] for row in history
+                          if isinstance(row["values"].get(prefix), (int, float))]
+                spec = {"edges": quantile_edges(values, spec["learn"]) if values else [0.0, 1.0]}
+            schema[prefix] = spec
+        return StateLanguage(self.name, schema)
 
     def config(self, vocab_size):
         return GPTConfig(vocab_size=vocab_size, n_embd=self.n_embd, n_layer=self.n_layer,
                          n_head=self.n_head, block_size=self.block_size)
+
+
+def verdict_of(score, threshold, likelihood=None, unusual_at=None):
+    """'anomaly' (this reading is over the threshold), 'unusual' (the recent readings, together,
+    are more surprising than this atom usually is: likelihood over its alert level) or 'normal'."""
+    if score > threshold:
+        return "anomaly"
+    if likelihood is not None and unusual_at is not None and likelihood > unusual_at:
+        return "unusual"
+    return "normal"
 
 
 @dataclass
@@ -62,6 +83,8 @@ class Score:
     tokens: list                  # [{token, surprise, p (of token), expected, p_expected, field, value}]
     clamped: list = field(default_factory=list)
     context: int = 0              # how many previous observations it was read after
+    likelihood: float = None      # how unusual the recent surprise is for this atom, in [0, 1) (daemon)
+    unusual_at: float = None      # the likelihood above which the recent readings are flagged
 
     @property
     def ratio(self):
@@ -69,13 +92,15 @@ class Score:
 
     @property
     def verdict(self):
-        return "anomaly" if self.score > self.threshold else "normal"
+        return verdict_of(self.score, self.threshold, self.likelihood, self.unusual_at)
 
     def explain(self):
         """The score, the verdict and the per-token table a person reads."""
         lines = [f"{self.atom}: score {self.score:.3f}  threshold {self.threshold:.3f}  "
-                 f"ratio {self.ratio:.2f}  {self.verdict.upper()}",
-                 f"  {'token':<7}{'surprise':>9}  {'expected':<9}{'p':>6}"]
+                 f"ratio {self.ratio:.2f}  {self.verdict.upper()}"]
+        if self.likelihood is not None:
+            lines.append(f"  recent surprise: likelihood {self.likelihood:.3f} (flagged above {self.unusual_at:.3f})")
+        lines.append(f"  {'token':<7}{'surprise':>9}  {'expected':<9}{'p':>6}")
         for t in self.tokens:
             mark = "  <-- unexpected" if t["surprise"] > max(self.threshold, 2.0) else ""
             lines.append(f"  {t['token']:<7}{t['surprise']:>9.2f}  {t['expected']:<9}{t['p_expected']:>6.2f}{mark}")
@@ -86,6 +111,7 @@ class Score:
     def to_json(self):
         return {"atom": self.atom, "score": self.score, "threshold": self.threshold, "ratio": self.ratio,
                 "verdict": self.verdict, "context": self.context, "clamped": self.clamped,
+                "likelihood": self.likelihood, "unusual_at": self.unusual_at,
                 "tokens": [{"token": t["token"], "surprise": t["surprise"], "expected": t["expected"],
                             "p": t["p_expected"], "p_token": t["p"]} for t in self.tokens]}
 
@@ -196,9 +222,9 @@ class Atom:
         if len(history) < MIN_OBSERVATIONS:
             raise KiriError(f"{self.spec.name}: only {len(history)} observations stored; need at least "
                             f"{MIN_OBSERVATIONS} to train (collect more, or add --synthetic history)")
-        language = self.spec.language()
-        self.language = language
         try:
+            language = self.spec.language(history)
+            self.language = language
             seqs = self.sequences(history)
         except ValueError as e:
             raise KiriError(f"{self.spec.name}: stored history does not fit the schema: {e}") from None

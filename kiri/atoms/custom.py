@@ -1,7 +1,8 @@
 """Your own atoms, declared in the config file: a name, a schema, a command, an interval.
 
     [atom:gpu]
-    schema = T=20:100:8 U=0:100:5          # field=lo:hi:buckets, in token order
+    schema = T=20:100:8 U=0:100:5 Q=learn:6 # field=lo:hi:buckets, or field=learn:buckets
+                                            # (cut where your own readings fall), in token order
     command = /usr/local/bin/gpu-stats      # prints one JSON object: {"T": 61, "U": 37}
     interval = 300                          # seconds between readings (default 300)
     steps = 500                             # training steps (default 500)
@@ -18,17 +19,24 @@ from types import SimpleNamespace
 
 from ..errors import KiriError
 from .atom import AtomSpec
+from .nerve import schema as nerve
 from .sources import CollectorError, run_command
 
 RESERVED = ("pulse", "rhythm", "drift", "nerve")
 
 
 def parse_schema(name, text):
-    """'T=20:100:8 U=0:100:5' → {"T": (20.0, 100.0, 8), "U": (0.0, 100.0, 5)}."""
+    """'T=20:100:8 Q=learn:6' → {"T": (20.0, 100.0, 8), "Q": {"learn": 6}}."""
     schema = {}
     for word in text.split():
         field, _, spec = word.partition("=")
         parts = spec.split(":")
+        if parts[0] == "learn":
+            if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) < 1 or not field.isalpha() or field in schema:
+                raise KiriError(f"atom {name}: schema entry {word!r} must look like Q=learn:6 "
+                                "(a new field name of letters, a whole number of buckets)")
+            schema[field] = {"learn": int(parts[1])}
+            continue
         try:
             lo, hi, buckets = float(parts[0]), float(parts[1]), int(parts[2])
         except (ValueError, IndexError):
@@ -47,6 +55,8 @@ def make_module(name, section):
     """An atom module (SPEC, read, synthetic) for one [atom:NAME] section."""
     if not name.isalpha() or name.lower() in RESERVED:
         raise KiriError(f"atom name {name!r} must be letters only and not one of {', '.join(RESERVED)}")
+    if nerve.prefix_of(name) in set(nerve.BUILTIN_PREFIX.values()) | set(nerve.OWN_FIELDS):
+        raise KiriError(f"atom name {name!r} would share Nerve's token {nerve.prefix_of(name)!r}; choose a longer name")
     unknown = sorted(set(section) - {"schema", "command", "interval", "steps"})
     if unknown:
         raise KiriError(f"atom {name}: unknown key {unknown[0]!r}")

@@ -11,6 +11,7 @@ import math
 import random
 import time
 
+from ..core.surprise import AnomalyLikelihood
 from ..errors import KiriError
 from .atom import Atom
 from .sources import CollectorError
@@ -182,7 +183,37 @@ def score(module, settings, store, obs=None, record=True):
             observation_id = latest[i]["id"]
     except ValueError as e:
         raise KiriError(str(e)) from None
+    if observation_id is not None:
+        add_likelihood(result, settings, store, observation_id)
     if record:
-        store.add_score(module.SPEC.name, result.score, threshold=result.threshold, verdict=result.verdict,
-                        tokens=result.to_json()["tokens"], observation_id=observation_id)
+        record_score(store, result, observation_id)
     return result
+
+
+LIKELIHOOD_WARMUP = 30   # readings past the window before the likelihood says anything
+
+
+def add_likelihood(result, settings, store, observation_id):
+    """Fill in how unusual this atom's recent readings are, together (core/surprise.py).
+
+    The mean score/threshold of the last `likelihood_window` collected readings (this one
+    included) is compared with the `likelihood_history` readings before them; above
+    `likelihood_alert` the verdict is 'unusual' even when no single reading is over the
+    threshold — a slow climb, a level that stays a little off.
+    """
+    if not 0 < result.threshold < math.inf:
+        return result
+    window = int(settings.number("likelihood_window"))
+    history = int(settings.number("likelihood_history"))
+    ratios = store.reading_ratios(result.atom, window + history - 1, exclude_observation=observation_id)
+    likelihood = AnomalyLikelihood(short=window, long=history, warmup=LIKELIHOOD_WARMUP)
+    result.likelihood = likelihood.replay(ratios + [result.ratio])
+    result.unusual_at = settings.number("likelihood_alert")
+    return result
+
+
+def record_score(store, result, observation_id, ts=None):
+    """Store a Score (with its per-token detail and likelihood); returns the score's id."""
+    return store.add_score(result.atom, result.score, threshold=result.threshold, verdict=result.verdict,
+                           tokens=result.to_json()["tokens"], observation_id=observation_id, ts=ts,
+                           likelihood=result.likelihood)

@@ -212,10 +212,16 @@ class StateLanguage:
         return {"kind": self.kind, "name": self.name, "schema": schema}
 
 
-def quantile_edges(values, buckets):
+EDGE_MARGIN = 0.1   # learned outer buckets reach 10 % of the seen range beyond it
+
+
+def quantile_edges(values, buckets, margin=EDGE_MARGIN):
     """Cut points that put about the same number of `values` in each of `buckets` buckets.
 
     Repeated values collapse edges, so a nearly constant series gets fewer buckets.
+    `margin` widens the outer buckets by that fraction of the seen range on each side:
+    the smallest and largest values of a sample are not the edge of what is normal, so
+    the below / above-range tokens are kept for values clearly beyond it.
     """
     ordered = sorted(values)
     if not ordered:
@@ -224,6 +230,10 @@ def quantile_edges(values, buckets):
     edges = sorted(set(ordered[min(n - 1, round(k * (n - 1) / buckets))] for k in range(buckets + 1)))
     if len(edges) < 2:
         edges = [edges[0] - 0.5, edges[0] + 0.5]  # a flat line: one bucket around it
+    if margin > 0:
+        span = edges[-1] - edges[0]
+        edges[0] -= margin * span
+        edges[-1] += margin * span
     return edges
 
 

@@ -62,16 +62,26 @@ class AnomalyLikelihood:
     (0 when z ≤ 0). Unlike a normal CDF it never saturates at 1, so very unusual stays
     distinguishable from extremely unusual. Until `warmup` values have passed out of
     the short window it answers 0.
+
+    A long short-window dilutes one extreme value. With `spike` set, the latest value
+    alone also counts — its own z-score divided by `spike` — but only when it is a
+    record: more than `record` times every surprise seen before it. Real series are
+    full of single surprising values; one that beats everything so far by a margin is
+    the isolated spike a person wants to hear about.
     """
 
-    def __init__(self, short=50, long=2000, warmup=30, scale=10.0):
+    def __init__(self, short=50, long=2000, warmup=30, scale=10.0, spike=None, record=1.1):
         self.short, self.long, self.warmup, self.scale = short, long, warmup, scale
+        self.spike, self.record = spike, record
         self.recent = collections.deque()
         self.past = collections.deque()
         self.past_sum = self.past_sq = 0.0
+        self.top = -math.inf          # the highest surprise seen so far
 
     def update(self, surprise):
         """The score after adding `surprise`."""
+        record = surprise > self.record * self.top
+        self.top = max(self.top, surprise)
         self.recent.append(surprise)
         if len(self.recent) > self.short:
             moved = self.recent.popleft()
@@ -86,6 +96,15 @@ class AnomalyLikelihood:
         if n < self.warmup:
             return 0.0
         mean = self.past_sum / n
-        std = math.sqrt(max(self.past_sq / n - mean * mean, 0.0))
-        z = (sum(self.recent) / len(self.recent) - mean) / max(std, 1e-3)
+        std = max(math.sqrt(max(self.past_sq / n - mean * mean, 0.0)), 1e-3)
+        z = (sum(self.recent) / len(self.recent) - mean) / std
+        if self.spike and record:
+            z = max(z, (surprise - mean) / std / self.spike)
         return z / (z + self.scale) if z > 0 else 0.0
+
+    def replay(self, surprises):
+        """The score after adding each of `surprises` in turn (0.0 for none)."""
+        score = 0.0
+        for surprise in surprises:
+            score = self.update(surprise)
+        return score

@@ -479,7 +479,9 @@ def format_alert(scores, labels=None, host=None):
     scores: [{"atom": "pulse", "score": 7.9, "threshold": 2.0, "tokens": [{"token": "C9",
     "surprise": 10.2, "expected": "C1", "field": "C", "value": 95.0}, ...]}, ...].
     labels: {"C": ("CPU", "%"), ...} for every atom, or {"pulse": {"C": ("CPU", "%")}, ...}
-    per atom. Only the surprising readings (surprise > max(2, threshold)) are listed.
+    per atom. Only the surprising readings (surprise > max(2, threshold)) are listed; a
+    score dict's "likelihood" over its "unusual_at" adds a line that the recent readings,
+    together, are unusual.
     """
     if isinstance(scores, dict):
         scores = [scores]
@@ -506,7 +508,11 @@ def format_alert(scores, labels=None, host=None):
         lines = [head] + [_token_line(t, field_labels) for t in surprising[:MAX_LINES]]
         if len(surprising) > MAX_LINES:
             lines.append("…and %d more unusual readings" % (len(surprising) - MAX_LINES))
-        if not surprising:
+        likelihood, unusual_at = score.get("likelihood"), score.get("unusual_at")
+        if likelihood is not None and unusual_at and likelihood > unusual_at:
+            lines.append("its recent readings are more surprising than usual, together "
+                         "(likelihood %.2f, flagged above %.2f)" % (likelihood, unusual_at))
+        elif not surprising:
             lines.append("no single reading stands out; together they are unusual")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -2,13 +2,16 @@
 
 Nerve's language: one token per atom for its score relative to its own threshold
 (`P3` = pulse at 1.5–2× its threshold; `P_` = pulse not available or not trained, which
-must never read as "perfectly normal"), the hour and weekday, then the action token:
+must never read as "perfectly normal"), one token `U` for the most unusual atom's
+likelihood relative to its alert level (recent readings unusual together, see
+verbs.add_likelihood; `U_` until an atom has enough history), the hour and weekday,
+then the action token:
 
-    [BOS, P3, R0, D_, H1, W6, suppress]
+    [BOS, P3, R0, D_, U1, H1, W6, suppress]
 
 The decision is the most probable action token after the state tokens. Until Nerve has
 enough labelled history, a plain rule decides (alert when any atom is over its
-threshold); every decision is stored with its state, and the user's answers relabel
+threshold, or U is over 1); every decision is stored with its state, and the user's answers relabel
 them — a dismissed alert becomes `suppress`, an approved one `alert` — so the pattern
 a user keeps dismissing is suppressed after the next retrain.
 """
@@ -19,6 +22,7 @@ import time
 from ..atom import Atom, AtomSpec
 
 BUILTIN_PREFIX = {"pulse": "P", "rhythm": "R", "drift": "D"}
+OWN_FIELDS = ("U", "H", "W", "act")          # Nerve's fields that are not an atom's
 RATIO_SPEC = (0, 3, 6, "optional")          # score / threshold in 0.5-wide buckets; ≥ 3 is the top one
 DECIDING_ACTIONS = ("ok", "alert", "suppress")
 MIN_DECISIONS = 30                           # labelled history before the model may decide…
@@ -39,24 +43,28 @@ def actions(atoms):
 def spec(atoms):
     """Nerve's AtomSpec for a set of atom names (built-in and user-declared)."""
     schema = {prefix_of(a): RATIO_SPEC for a in atoms}
-    schema.update({"H": (0, 24, 8), "W": (0, 7, 7), "act": {"labels": actions(atoms)}})
+    schema.update({"U": RATIO_SPEC, "H": (0, 24, 8), "W": (0, 7, 7), "act": {"labels": actions(atoms)}})
     return AtomSpec(name="nerve", schema=schema, n_embd=16, n_layer=1, n_head=4, block_size=16,
                     context=0, steps=300)
 
 
 def state_of(scores, atoms, ts):
-    """Nerve's state: each atom's score / threshold (None when it has no score), hour, weekday."""
+    """Nerve's state: each atom's score / threshold (None when it has no score), the highest
+    likelihood / alert level (None when no atom has one yet), hour, weekday."""
     t = time.localtime(ts)
     state = {prefix_of(a): None for a in atoms}
+    unusual = []
     for s in scores:
         if s.atom in atoms and math.isfinite(s.threshold) and s.threshold > 0:
             state[prefix_of(s.atom)] = s.score / s.threshold
-    state.update({"H": t.tm_hour + t.tm_min / 60, "W": t.tm_wday})
+            if s.likelihood is not None and s.unusual_at:
+                unusual.append(s.likelihood / s.unusual_at)
+    state.update({"U": max(unusual) if unusual else None, "H": t.tm_hour + t.tm_min / 60, "W": t.tm_wday})
     return state
 
 
 def rule(state):
-    """Cold start: alert when any atom is over its threshold."""
+    """Cold start: alert when any atom is over its threshold or the recent readings are unusual."""
     over = [v for k, v in state.items() if k not in ("H", "W") and v is not None and v > 1.0]
     return "alert" if over else "ok"
 
