@@ -32,6 +32,7 @@ from kiri.core.weights import previous_path
 from kiri.daemon import NERVE_TRAINED_KEY, Daemon, run_meta
 from kiri.errors import KiriError
 from kiri.notify.telegram import TelegramBot
+from kiri.status import collect_status, format_status
 from kiri.store import open_store
 
 from tests.fake_telegram import FakeTelegram
@@ -802,6 +803,15 @@ class UnusualTogetherTest(HomeCase):
         self.assertIn("more surprising than usual, together", result.alert["message"])
         self.assertEqual(store.latest_scores("pulse", limit=1)[0]["likelihood"], pulse.likelihood)
         self.assertEqual(store.latest_scores("pulse", limit=1)[0]["verdict"], "unusual")
+        status = format_status(collect_status(self.settings(), store, now=self.now), now=self.now)
+        self.assertIn(f"(unusual, likelihood {pulse.likelihood:.2f}, 0 s ago)", status)
+
+    def test_no_likelihood_until_there_is_history(self):
+        settings = self.settings()
+        self.install_pulse(settings)
+        result = self.cycle(self.daemon(settings, self.store()), local(FIRST_MONDAY, 14), pulse=NORMALS[0])
+        self.assertIsNone(result.scores[0].likelihood, "41 readings are too few to know what is usual")
+        self.assertIsNone(result.decision["state"]["U"])
 
     def test_the_usual_level_stays_quiet(self):
         result, _ = self.run_with_recent(0.3)

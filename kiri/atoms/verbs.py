@@ -206,6 +206,8 @@ def add_likelihood(result, settings, store, observation_id):
     window = int(settings.number("likelihood_window"))
     history = int(settings.number("likelihood_history"))
     ratios = store.reading_ratios(result.atom, window + history - 1, exclude_observation=observation_id)
+    if len(ratios) + 1 < window + LIKELIHOOD_WARMUP:
+        return result   # too little history to say what is usual: no likelihood rather than a 0
     likelihood = AnomalyLikelihood(short=window, long=history, warmup=LIKELIHOOD_WARMUP)
     result.likelihood = likelihood.replay(ratios + [result.ratio])
     result.unusual_at = settings.number("likelihood_alert")

@@ -63,11 +63,11 @@ class AnomalyLikelihood:
     distinguishable from extremely unusual. Until `warmup` values have passed out of
     the short window it answers 0.
 
-    A long short-window dilutes one extreme value. With `spike` set, the latest value
-    alone also counts — its own z-score divided by `spike` — but only when it is a
-    record: more than `record` times every surprise seen before it. Real series are
-    full of single surprising values; one that beats everything so far by a margin is
-    the isolated spike a person wants to hear about.
+    Averaged over `short` values, one extreme value is diluted. With `spike` set, the
+    latest value alone also counts — its own z-score divided by `spike` — but only when
+    it is a record: more than `record` times every surprise seen before it. Real series
+    are full of single surprising values; one that beats everything so far by a margin
+    is the isolated spike a person wants to hear about.
     """
 
     def __init__(self, short=50, long=2000, warmup=30, scale=10.0, spike=None, record=1.1):
