@@ -163,6 +163,7 @@ def write_default_config(home):
     for key, (default, meaning) in KEYS.items():
         lines += [f"# {meaning}", f"# {key} = {default}"]
     lines += ["", "# Your own atom: a command that prints one JSON object of values, read every interval.",
+              "# Fields are name=lo:hi:buckets, or name=learn:buckets to cut them where your readings fall.",
               "# [atom:gpu]", "# schema = T=20:100:8 U=0:100:5", "# command = /usr/local/bin/gpu-stats",
               "# interval = 300", ""]
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

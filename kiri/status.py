@@ -13,7 +13,10 @@ def collect_status(settings, store, now=None):
     now = time.time() if now is None else now
     atoms = {}
     for name, module in verbs.all_atoms(settings).items():
-        entry = {"observations": store.count_observations(name), "trained": False}
+        observations = store.count_observations(name)
+        injected = store.count_injected(name)
+        observations.update(real=observations["real"] - injected, injected=injected)
+        entry = {"observations": observations, "trained": False}
         try:
             atom = verbs.load_atom(module, settings)
         except WeightsError as e:
@@ -59,6 +62,8 @@ def format_status(info, now=None):
     for name, a in info["atoms"].items():
         obs = a["observations"]
         count = f"{obs['real']} real + {obs['synthetic']} synthetic readings"
+        if obs.get("injected"):
+            count += f" (and {obs['injected']} injected)"
         if a.get("weights_error"):
             state = f"weights unusable: {a['weights_error']}"
         elif a["trained"]:

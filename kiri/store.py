@@ -492,6 +492,11 @@ class Store:
             (atom,)).fetchall())
         return {"real": counts.get(0, 0), "synthetic": counts.get(1, 0)}
 
+    def count_injected(self, atom):
+        """How many of atom's observations were injected (`daemon --inject`): real rows, not readings."""
+        return self.conn.execute("SELECT COUNT(*) FROM observations WHERE atom = ? AND source = 'inject'",
+                                 (atom,)).fetchone()[0]
+
     def atoms(self):
         """Sorted names of the atoms that have at least one observation."""
         # DISTINCT walks the (atom, ts, ...) index, not the table.
@@ -721,8 +726,9 @@ class Store:
         """Record the user's answer to an alert: 'approve' (+1) or 'dismiss' (-1).
 
         Sets the alert's state to 'approved' / 'dismissed'. An alert has one answer:
-        a second one replaces the first, and then the result is True (else False).
-        An unknown alert_id raises KeyError.
+        a second one replaces the first; the result is True when that changed the
+        verdict (the same answer twice is not a replacement). An unknown alert_id
+        raises KeyError.
         """
         _check_id("alert_id", alert_id)
         reward, state = VERDICTS[_check_choice("verdict", verdict, tuple(VERDICTS))]
@@ -730,15 +736,15 @@ class Store:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
                 raise KeyError("alert %d does not exist" % alert_id)
-            # UPDATE first, so a replaced answer keeps its row id.
-            replaced = conn.execute("UPDATE feedback SET ts = ?, verdict = ?, reward = ?"
-                                    " WHERE alert_id = ?",
-                                    (ts, verdict, reward, alert_id)).rowcount > 0
-            if not replaced:
+            earlier = conn.execute("SELECT verdict FROM feedback WHERE alert_id = ?", (alert_id,)).fetchone()
+            if earlier is None:
                 conn.execute("INSERT INTO feedback (alert_id, ts, verdict, reward)"
                              " VALUES (?, ?, ?, ?)", (alert_id, ts, verdict, reward))
+            else:  # UPDATE, so a replaced answer keeps its row id
+                conn.execute("UPDATE feedback SET ts = ?, verdict = ?, reward = ? WHERE alert_id = ?",
+                             (ts, verdict, reward, alert_id))
             conn.execute("UPDATE alerts SET state = ? WHERE id = ?", (state, alert_id))
-            return replaced
+            return earlier is not None and earlier[0] != verdict
 
     def decision_counts(self):
         """(decisions, decisions whose alert was answered): what Nerve's readiness needs, counted in SQL."""

@@ -160,3 +160,10 @@ class LearnedFields(unittest.TestCase):
         self.assertEqual(unseen.tokens[0]["token"], "Q>")
         self.assertGreater(unseen.score, 3 * usual.score)
         self.assertEqual(unseen.verdict, "anomaly")
+
+    def test_a_declared_atom_can_learn_a_field(self):
+        from kiri.atoms.custom import parse_schema
+        self.assertEqual(parse_schema("gpu", "T=0:100:10 Q=learn:6"), {"T": (0.0, 100.0, 10), "Q": {"learn": 6}})
+        for bad in ("Q=learn", "Q=learn:0", "Q=learn:six", "Q=learn:6 Q=learn:2"):
+            with self.assertRaisesRegex(KiriError, "must look like Q=learn:6", msg=bad):
+                parse_schema("gpu", bad)

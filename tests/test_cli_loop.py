@@ -276,7 +276,8 @@ class Status(LoopCommandLine):
         self.assertEqual(info["home"], str(self.home))
         self.assertEqual(set(info["atoms"]), set(ATOMS))
         for atom in ATOMS:
-            self.assertEqual(info["atoms"][atom], {"observations": {"real": 0, "synthetic": 0}, "trained": False})
+            self.assertEqual(info["atoms"][atom], {"observations": {"real": 0, "synthetic": 0, "injected": 0},
+                                                       "trained": False})
         self.assertIsNone(info["heartbeat_age"])
         self.assertIsNone(info["last_cycle"])
         self.assertEqual(info["pending_alerts"], [])
@@ -295,8 +296,8 @@ class Status(LoopCommandLine):
         m = re.search(r"(?m)^daemon heartbeat: (\d+) s ago$", text)
         self.assertIsNotNone(m, text)
         self.assertLess(int(m.group(1)), 60)
-        self.assertRegex(text, rf"(?m)^  pulse\s+trained .*threshold {threshold:.3f}; \d+ real \+ 300 synthetic readings;"
-                               r" last score \d+\.\d{3} \(anomaly, \d+ s ago\)$")   # 2 readings: no likelihood yet
+        self.assertRegex(text, rf"(?m)^  pulse\s+trained .*threshold {threshold:.3f}; 1 real \+ 300 synthetic readings"
+                               r" \(and 1 injected\); last score \d+\.\d{3} \(anomaly, \d+ s ago\)$")   # 2 readings: no likelihood yet
         self.assertRegex(text, r"(?m)^  drift\s+no weights yet")
         self.assertRegex(text, r"(?m)^last cycle \d+ s ago: decision alert \(inject\)$")
         self.assertIn(f"pending alerts: {len(open_ids)} — " + ", ".join(f"#{i}" for i in open_ids), text)
@@ -306,7 +307,7 @@ class Status(LoopCommandLine):
         self.assertTrue(pulse["trained"])
         self.assertAlmostEqual(pulse["threshold"], threshold, places=3)
         self.assertEqual(pulse["steps"], 60)
-        self.assertEqual(pulse["observations"]["synthetic"], 300)
+        self.assertEqual(pulse["observations"], {"real": 1, "synthetic": 300, "injected": 1})
         self.assertEqual(pulse["last_score"]["verdict"], "anomaly")
         self.assertFalse(info["atoms"]["drift"]["trained"])
         self.assertTrue(0 <= info["heartbeat_age"] < 60, info["heartbeat_age"])
@@ -387,6 +388,8 @@ class AlertsAndFeedback(LoopCommandLine):
         self.assertEqual(alert["feedback"]["reward"], 1)
         m = ALERT_ROW.match(self.ok("alerts").stdout.splitlines()[0])
         self.assertEqual(m.group(3, 4), ("approved", "approve"))
+        self.assertEqual(self.ok("feedback", 1, "approve").stdout, "alert 1: approve\n",
+                         "the same answer twice replaces nothing")
 
     def test_bad_feedback_is_one_line_and_changes_nothing(self):
         self.assertUserError(self.kiri("feedback", 1, "approve", home=self.tmp / "empty"),

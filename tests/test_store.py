@@ -465,6 +465,7 @@ class TestAlertsAndFeedback(StoreTestCase):
         self.assertEqual(s.alert(a)["state"], "approved")
         self.assertEqual(s.alert(a)["feedback"], {"verdict": "approve", "reward": 1, "ts": 3})
         self.assertTrue(s.add_feedback(a, "dismiss"))  # a second answer replaces the first
+        self.assertFalse(s.add_feedback(a, "dismiss"))  # the same answer again replaces nothing
         self.assertEqual(s.alert(a)["state"], "dismissed")
         self.assertEqual(s.alert(a)["feedback"], {"verdict": "dismiss", "reward": -1,
                                                   "ts": 5000.0})
