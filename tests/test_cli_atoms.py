@@ -316,6 +316,22 @@ class Score(AtomCommandLine):
         proc = self.ok("pulse", "score")
         self.assertRegex(proc.stdout.splitlines()[0], SCORE_LINE)
 
+    def test_the_latest_stored_observation_gets_a_likelihood_once_there_is_history(self):
+        from kiri.store import open_store
+        self.use_trained_home()
+        self.import_rows(real_pulse_rows(60, time.time() - 60))
+        self.assertIsNone(self.score_json()["likelihood"], "no scored history yet")
+        with open_store(self.home) as store:   # as if the daemon had scored every reading
+            threshold = self.score_json()["threshold"]
+            for obs in store.observations("pulse")[:-1]:
+                store.add_score("pulse", 0.3 * threshold, threshold=threshold, observation_id=obs["id"], ts=obs["ts"])
+        result = self.score_json()
+        self.assertGreaterEqual(result["likelihood"], 0.0)
+        self.assertEqual(result["unusual_at"], 0.1)
+        self.assertIn("recent surprise: likelihood", self.ok("pulse", "score").stdout)
+        self.assertIsNone(self.score_json("--obs", "C=5 M=50 D=40 S=0 L=1 N=1")["likelihood"],
+                          "a reading typed in has no history")
+
     def test_bad_obs_is_one_line_on_stderr(self):
         self.use_trained_home()
         cases = {
