@@ -79,8 +79,22 @@ def add_home_flag(p):
 
 
 def add_atom_commands(commands, atom):
-    """`kiri <atom> collect|train|score`, the same for every atom but for a few collect flags."""
+    """`kiri <atom> collect|train|score` for a built-in atom."""
     group = commands.add_parser(atom, help=f"the {atom} atom: collect, train, score")
+    add_atom_verbs(group, atom)
+
+
+def add_declared_atom_commands(commands):
+    """`kiri atom NAME collect|train|score` for an atom declared in config.ini ([atom:NAME])."""
+    group = commands.add_parser("atom", help="your own atom, declared in config.ini: collect, train, score")
+    group.add_argument("atom", metavar="NAME", help="the name in its [atom:NAME] section")
+    add_atom_verbs(group, None)
+
+
+def add_atom_verbs(group, atom):
+    """collect, train, score: the same for every atom but for a few collect flags.
+    `atom` None: the name comes from the command line (a declared atom)."""
+    atom_default = {} if atom is None else {"atom": atom}
     verbs = required_subcommands(group, "verb", "VERB")
 
     p = verbs.add_parser("collect", help="take readings and store them (one, or every --interval for --duration)")
@@ -95,21 +109,21 @@ def add_atom_commands(commands, atom):
                    help="instead, write N synthetic observations with daily/weekly patterns, ending now")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the synthetic history (default 0)")
     add_home_flag(p)
-    p.set_defaults(run=run_collect, atom=atom)
+    p.set_defaults(run=run_collect, **atom_default)
 
     p = verbs.add_parser("train", help="train on the stored history, calibrate the threshold, save weights")
     add_training_flags(p, steps=None)
     p.add_argument("--real-only", action="store_true", help="leave synthetic observations out")
     p.add_argument("--days", type=positive_float, help="only the last N days of history")
     add_home_flag(p)
-    p.set_defaults(run=run_train, atom=atom)
+    p.set_defaults(run=run_train, **atom_default)
 
     p = verbs.add_parser("score", help="score an observation (or the latest stored one) and explain it")
     p.add_argument("--obs", metavar="TEXT", help="values ('C=95 M=90 …') or tokens ('C9 M9 …'); default: the latest stored")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_engine_flag(p)
     add_home_flag(p)
-    p.set_defaults(run=run_score, atom=atom)
+    p.set_defaults(run=run_score, **atom_default)
 
 
 def add_loop_commands(commands):
@@ -185,6 +199,7 @@ def build_parser():
 
     for atom in ATOMS:
         add_atom_commands(commands, atom)
+    add_declared_atom_commands(commands)
 
     p = commands.add_parser("task", help="log one task event for Drift: add, done or switch")
     p.add_argument("kind", choices=("add", "done", "switch"), help="a task added, completed, or a project switch")
@@ -290,7 +305,7 @@ def opened_store(settings):
 def run_collect(args):
     from .atoms import verbs
     settings = settings_for(args)
-    module = verbs.atom_module(args.atom)
+    module = verbs.atom_module(args.atom, settings)
     with opened_store(settings) as store:
         if args.synthetic:
             n = verbs.add_synthetic(module, store, args.synthetic, seed=args.seed)
@@ -311,7 +326,7 @@ def print_flush(line):
 def run_train(args):
     from .atoms import verbs
     settings = settings_for(args)
-    module = verbs.atom_module(args.atom)
+    module = verbs.atom_module(args.atom, settings)
     with opened_store(settings) as store, metrics_file(args.metrics) as metrics:
         report = verbs.train(module, settings, store, steps=args.steps, seed=args.seed, batch=args.batch,
                              real_only=args.real_only, days=args.days, progress=Progress(label=args.atom),
@@ -326,7 +341,7 @@ def run_train(args):
 def run_score(args):
     from .atoms import verbs
     settings = settings_for(args)
-    module = verbs.atom_module(args.atom)
+    module = verbs.atom_module(args.atom, settings)
     with opened_store(settings) as store:
         result = verbs.score(module, settings, store, obs=args.obs)
     if args.json:

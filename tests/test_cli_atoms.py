@@ -552,3 +552,40 @@ class ConcurrentWriters(AtomCommandLine):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DeclaredAtomCommands(AtomCommandLine):
+    """`kiri atom NAME collect|train|score` for an atom declared in config.ini."""
+
+    def declare(self):
+        self.home.mkdir()
+        code = ("import json, itertools, time; i = int(time.time() * 20) % 3; "
+                "print(json.dumps({'T': 45 + 5 * i, 'Q': (100, 200, 300)[i]}))")
+        (self.home / "config.ini").write_text(
+            "[atom:gauge]\nschema = T=0:100:10 Q=learn:4\ncommand = %s -c %s\ninterval = 60\n"
+            % (shlex.quote(sys.executable), shlex.quote(code)), encoding="utf-8")
+
+    def test_collect_train_and_score_a_declared_atom(self):
+        self.declare()
+        proc = self.ok("atom", "gauge", "collect", "--interval", 0.05, "--duration", 1.5)
+        self.assertRegex(proc.stdout.splitlines()[-1], r"\| T=\d+ Q=\d00$")
+        rows = self.export("gauge")
+        self.assertGreaterEqual(len(rows), 20)
+        self.assertEqual(sorted(rows[0]["values"]), ["Q", "T"])
+        self.ok("atom", "gauge", "train", "--steps", 30)
+        self.assertTrue((self.home / "weights" / "gauge.json").exists())
+        result = json.loads(self.ok("atom", "gauge", "score", "--json", "--obs", "T=50 Q=9000").stdout)
+        self.assertEqual([t["token"] for t in result["tokens"]], ["T5", "Q>"], "9000: above every learned bucket")
+        self.assertEqual(result["verdict"], "anomaly")
+        self.assertIn("gauge: score", self.ok("atom", "gauge", "score").stdout)
+
+    def test_unknown_or_undeclared_atoms_and_synthetic_history_are_one_line_errors(self):
+        self.declare()
+        self.assertUserError(self.kiri("atom", "nope", "score"), "unknown atom 'nope'; choose one of pulse, rhythm, drift, gauge")
+        self.assertUserError(self.kiri("atom", "gauge", "collect", "--synthetic", 5), "has no synthetic history")
+        self.assertUserError(self.kiri("atom", "gauge", "score"),
+                             "gauge: no stored observation to score; run `kiri atom gauge collect`")
+        self.assertUserError(self.kiri("atom", "gauge", "score", "--obs", "T=50 Q=1"),
+                             "gauge: no trained weights yet; run `kiri atom gauge train`")
+        self.assertUserError(self.kiri("atom", "gauge"), "the following arguments are required")
+        self.assertEqual(self.export("gauge"), [], "nothing was written")

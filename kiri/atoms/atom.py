@@ -23,6 +23,14 @@ from ..core.train import train
 from ..core.weights import Weights, WeightsError, load_with_fallback, previous_path, save
 from ..errors import KiriError
 
+BUILTIN_COMMANDS = ("pulse", "rhythm", "drift", "nerve")   # atoms with their own `kiri <name>` command
+
+
+def command_for(name):
+    """The CLI command of an atom: `kiri pulse`, or `kiri atom gauge` for a declared one."""
+    return f"kiri {name}" if name in BUILTIN_COMMANDS else f"kiri atom {name}"
+
+
 THRESHOLD_QUANTILE = 0.99
 HOLDOUT_FRACTION = 0.2
 MIN_OBSERVATIONS = 20
@@ -277,7 +285,7 @@ class Atom:
 
     def _require_trained(self):
         if not self.trained:
-            raise KiriError(f"{self.spec.name}: no trained weights yet; run `kiri {self.spec.name} train`")
+            raise KiriError(f"{self.spec.name}: no trained weights yet; run `{command_for(self.spec.name)} train`")
 
     def _score(self, ids, start, values, clamped, context):
         surprises = self._surprises(ids, start)

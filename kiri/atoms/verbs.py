@@ -13,7 +13,7 @@ import time
 
 from ..core.surprise import AnomalyLikelihood
 from ..errors import KiriError
-from .atom import Atom
+from .atom import Atom, command_for
 from .sources import CollectorError
 
 BUILTIN = ("pulse", "rhythm", "drift")
@@ -177,7 +177,7 @@ def score(module, settings, store, obs=None, record=True):
         else:
             latest = store.observations(module.SPEC.name, limit=module.SPEC.context + 1)
             if not latest:
-                raise KiriError(f"{module.SPEC.name}: no stored observation to score; run `kiri {module.SPEC.name} collect`")
+                raise KiriError(f"{module.SPEC.name}: no stored observation to score; run `{command_for(module.SPEC.name)} collect`")
             i = len(latest) - 1
             result = atom.score(latest[i]["values"], atom.context_of(latest, i))
             observation_id = latest[i]["id"]
