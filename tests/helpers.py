@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+import tempfile
+import unittest
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,3 +19,23 @@ def run_kiri(*args, home=None, env=None, timeout=300, module="kiri"):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", module] + [str(a) for a in args], cwd=str(REPO),
                           env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+_trained_homes = {}
+
+
+def trained_pulse_home(readings, steps, env=None, timeout=300):
+    """A KIRI_HOME with `readings` synthetic Pulse readings and weights trained on them for
+    `steps` steps, built once per test module (copy it: each test keeps its own home)."""
+    key = (readings, steps)
+    if key not in _trained_homes:
+        tmp = tempfile.TemporaryDirectory()
+        unittest.addModuleCleanup(tmp.cleanup)
+        home, user = Path(tmp.name) / "home", Path(tmp.name) / "user"
+        user.mkdir()   # HOME of the child: nothing of the real user's files leaks in
+        for args in (("pulse", "collect", "--synthetic", readings), ("pulse", "train", "--steps", steps)):
+            proc = run_kiri(*args, home=home, env=dict(env or {}, HOME=str(user)), timeout=timeout)
+            if proc.returncode != 0:
+                raise AssertionError(f"building the trained home failed: {proc.stderr}")
+        _trained_homes[key] = home
+    return _trained_homes[key]

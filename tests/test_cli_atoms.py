@@ -18,7 +18,7 @@ import time
 import unittest
 from pathlib import Path
 
-from tests.helpers import REPO, run_kiri
+from tests.helpers import REPO, run_kiri, trained_pulse_home
 
 TIMEOUT = 60  # seconds any one command may take before the test fails instead of hanging
 
@@ -51,22 +51,10 @@ def write_jsonl(path, rows):
     return path
 
 
-# A home with 60 synthetic pulse observations and weights trained on them, built once
-# and copied into each test that needs a trained atom (each test still gets its own home).
-_trained = {}
-
-
 def trained_template():
-    if "home" not in _trained:
-        tmp = tempfile.TemporaryDirectory()
-        unittest.addModuleCleanup(tmp.cleanup)
-        home = Path(tmp.name) / "home"
-        for args in (("pulse", "collect", "--synthetic", 60), ("pulse", "train", "--steps", 10)):
-            proc = run_kiri(*args, home=home, timeout=TIMEOUT)
-            if proc.returncode != 0:
-                raise AssertionError(f"building the trained home failed: {proc.stderr}")
-        _trained["home"] = home
-    return _trained["home"]
+    """A home with 60 synthetic pulse observations and weights trained on them, built once
+    and copied into each test that needs a trained atom (each test still gets its own home)."""
+    return trained_pulse_home(60, 10, timeout=TIMEOUT)
 
 
 class AtomCommandLine(unittest.TestCase):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from kiri.config import KEYS
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import run_kiri
+from tests.helpers import run_kiri, trained_pulse_home
 
 TIMEOUT = 60  # seconds any one command may take before the test fails instead of hanging
 
@@ -54,23 +54,9 @@ ALERT_ROW = re.compile(r"^#(\d+)  \d{4}-\d\d-\d\d \d\d:\d\d  (\w+)\s+(\w+)\s+(no
 TRAINED_NERVE = re.compile(r"^nerve: trained on (\d+) decisions \((\d+) answered\); saved (.+)$")
 
 
-# A home with 300 synthetic pulse readings and weights trained on them, built once.
-_trained = {}
-
-
 def trained_template():
-    if "home" not in _trained:
-        tmp = tempfile.TemporaryDirectory()
-        unittest.addModuleCleanup(tmp.cleanup)
-        home = Path(tmp.name) / "home"
-        user = Path(tmp.name) / "user"
-        user.mkdir()
-        for args in (("pulse", "collect", "--synthetic", 300), ("pulse", "train", "--steps", 60)):
-            proc = run_kiri(*args, home=home, env=dict(NEUTRAL_ENV, HOME=str(user)), timeout=TIMEOUT)
-            if proc.returncode != 0:
-                raise AssertionError(f"building the trained home failed: {proc.stderr}")
-        _trained["home"] = home
-    return _trained["home"]
+    """A home with 300 synthetic pulse readings and weights trained on them, built once."""
+    return trained_pulse_home(300, 60, env=NEUTRAL_ENV, timeout=TIMEOUT)
 
 
 def closed_port():
