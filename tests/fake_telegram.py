@@ -12,9 +12,10 @@ call, and serves each request on a daemon thread; __exit__ shuts it down. Long
 polling waits at most `max_wait` seconds, however long the client asks for.
 """
 
-import http.server
 import json
 import threading
+
+from tests.loopback import JsonHandler, QuietServer
 
 BOT_ID = 7000000001
 
@@ -40,7 +41,7 @@ class FakeTelegram:
     # -- lifecycle --------------------------------------------------------------
 
     def __enter__(self):
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = QuietServer(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -260,24 +261,8 @@ def _markup_ok(markup):
     return True
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status, answer = self.server.fake.handle(self.path, body)
-        data = answer.encode("utf-8") if isinstance(answer, str) else json.dumps(answer).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass  # keep test output clean (and the token out of it)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # a client that timed out and hung up is expected here
+        self.answer(*self.server.fake.handle(self.path, body))

@@ -1,7 +1,6 @@
 """MikroTik pulse source: mapping of recorded RouterOS JSON, and the REST client
 against a fake RouterOS served on 127.0.0.1 (HTTP, and HTTPS when `openssl` exists)."""
 import base64
-import http.server
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ import urllib.parse
 
 from kiri.atoms.pulse import mikrotik
 from kiri.atoms.sources import CollectorError
+from tests.loopback import JsonHandler, QuietServer
 
 # GET /rest/system/resource on a hAP ax^2, RouterOS 7.20.5 (shared/reference/mikrotik-rest.md).
 RESOURCE_HAP = (
@@ -132,7 +132,7 @@ class SslContextTest(unittest.TestCase):
 # ----------------------------------------------------------------------------
 # A fake RouterOS on loopback
 
-class FakeRouterOS(http.server.BaseHTTPRequestHandler):
+class FakeRouterOS(JsonHandler):
     """Answers like RouterOS: Basic auth on every request, JSON strings, JSON error bodies."""
 
     def do_GET(self):
@@ -147,24 +147,6 @@ class FakeRouterOS(http.server.BaseHTTPRequestHandler):
         if delay:
             server.release.wait(delay)  # bounded; tearDown releases it at once
         self.answer(status, body)
-
-    def answer(self, status, body):
-        data = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass  # keep test output clean
-
-
-class QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # a client that timed out and hung up is expected here
 
 
 def authorization(user, password):
