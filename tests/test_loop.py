@@ -324,6 +324,15 @@ class NerveTest(unittest.TestCase):
         self.assertEqual(rows[1]["values"], dict(self.state(p=0.2), act="suppress"))
         self.assertFalse(any(r["synthetic"] for r in rows))
 
+    def test_decisions_stored_before_u_or_a_new_atom_still_train(self):
+        old_state = {"P": 1.5, "R": None, "D": 0.2, "H": 14.0, "W": 2}   # no U, no GPU: an older release
+        labelled = [{"id": i, "ts": 1000.0 + i, "state": dict(old_state, P=0.1 * i), "action": "alert",
+                     "source": "rule", "verdict": "dismiss" if i % 5 == 0 else None} for i in range(30)]
+        with tempfile.TemporaryDirectory() as tmp:
+            trained = nerve.train(ATOMS + ["gpu"], labelled, Path(tmp) / "nerve.json", steps=5)
+        self.assertTrue(trained.trained)
+        self.assertIn("U", trained.language.fields)
+
     def test_ready_needs_enough_decisions_and_answers(self):
         m, a = nerve.MIN_DECISIONS, nerve.MIN_ANSWERS
         self.assertEqual((m, a), (30, 3))

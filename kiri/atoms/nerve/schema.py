@@ -120,7 +120,11 @@ def ready(decisions, answers):
 def train(atoms, labelled, path, engine="fast", seed=42, steps=None, progress=None):
     """Train Nerve on the labelled decisions; returns the trained Atom."""
     nerve = Atom(spec(atoms), engine=engine)
+    # A decision stored before an atom was declared, or before Nerve read U, has no value
+    # for it: it was absent then, which is what None (`P_`, `U_`) says.
+    absent = {field: None for field in nerve.language.optional}
+    rows = [dict(row, values=dict(absent, **row["values"])) for row in training_history(labelled)]
     # No hold-out: Nerve has no threshold to calibrate, and the newest rows are the
     # user's latest answers — exactly what it must learn from.
-    nerve.train(training_history(labelled), path, steps=steps, seed=seed, progress=progress, holdout=0)
+    nerve.train(rows, path, steps=steps, seed=seed, progress=progress, holdout=0)
     return nerve
