@@ -290,6 +290,20 @@ def _tokens_json(tokens):
 
 # ---------------------------------------------------------------------------
 
+def _query(select, where, order, limit=None):
+    """(sql, args): `select`, WHERE the (clause, value) pairs of `where` that apply, ORDER BY
+    `order`, LIMIT `limit` when given. A clause with a `?` applies when its value is not
+    None and takes it as its argument; a clause without one applies when its value is True."""
+    used = [(clause, value) for clause, value in where if value is not None and value is not False]
+    sql = select + (" WHERE " + " AND ".join(clause for clause, _ in used) if used else "")
+    args = [value for clause, value in used if "?" in clause]
+    sql += " ORDER BY " + order
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(int(limit))
+    return sql, args
+
+
 def default_home():
     """KIRI_HOME from the environment, else ~/.kiri."""
     return Path(os.environ.get("KIRI_HOME") or "~/.kiri").expanduser()
@@ -457,20 +471,9 @@ class Store:
         what "the last N observations" means for training and scoring.
         real_only leaves out synthetic rows.
         """
-        sql = "SELECT * FROM observations WHERE atom = ?"
-        args = [atom]
-        if since is not None:
-            sql += " AND ts >= ?"
-            args.append(since)
-        if until is not None:
-            sql += " AND ts < ?"
-            args.append(until)
-        if real_only:
-            sql += " AND synthetic = 0"
-        sql += " ORDER BY ts DESC, id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(int(limit))
+        sql, args = _query("SELECT * FROM observations",
+                           [("atom = ?", atom), ("ts >= ?", since), ("ts < ?", until), ("synthetic = 0", real_only)],
+                           "ts DESC, id DESC", limit)
         rows = [self._observation(r) for r in self.conn.execute(sql, args)]
         rows.reverse()
         return rows
@@ -614,13 +617,7 @@ class Store:
 
     def latest_scores(self, atom=None, limit=10):
         """The newest scores (of atom, or of all atoms), newest first."""
-        sql = "SELECT * FROM scores"
-        args = []
-        if atom is not None:
-            sql += " WHERE atom = ?"
-            args.append(atom)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        args.append(int(limit))
+        sql, args = _query("SELECT * FROM scores", [("atom = ?", atom)], "ts DESC, id DESC", limit)
         return [{"id": r["id"], "atom": r["atom"], "ts": r["ts"],
                  "observation_id": r["observation_id"], "score": r["score"],
                  "threshold": r["threshold"], "verdict": r["verdict"], "likelihood": r["likelihood"],
@@ -653,15 +650,7 @@ class Store:
 
     def decisions(self, since=None, limit=None):
         """Decisions with ts >= since, oldest first; limit keeps the newest `limit`."""
-        sql = "SELECT * FROM decisions"
-        args = []
-        if since is not None:
-            sql += " WHERE ts >= ?"
-            args.append(since)
-        sql += " ORDER BY ts DESC, id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(int(limit))
+        sql, args = _query("SELECT * FROM decisions", [("ts >= ?", since)], "ts DESC, id DESC", limit)
         rows = [{"id": r["id"], "ts": r["ts"], "state": json.loads(r["state"]),
                  "action": r["action"], "probability": r["probability"], "source": r["source"]}
                 for r in self.conn.execute(sql, args)]
@@ -706,13 +695,7 @@ class Store:
 
     def alerts(self, state=None, limit=100):
         """The newest alerts (in state 'open', 'approved' or 'dismissed', or all), newest first."""
-        sql = self._SELECT_ALERTS
-        args = []
-        if state is not None:
-            sql += " WHERE a.state = ?"
-            args.append(state)
-        sql += " ORDER BY a.ts DESC, a.id DESC LIMIT ?"
-        args.append(int(limit))
+        sql, args = _query(self._SELECT_ALERTS, [("a.state = ?", state)], "a.ts DESC, a.id DESC", limit)
         return [self._alert(r) for r in self.conn.execute(sql, args)]
 
     def last_alert(self, situation, since):
@@ -760,15 +743,11 @@ class Store:
         verdict and reward are None when no alert of the decision was answered. One
         row per decision: if several of its alerts were answered, the latest answer wins.
         """
-        sql = ("SELECT d.*, f.verdict, f.reward FROM decisions d"
-               " LEFT JOIN feedback f ON f.id = ("
-               "   SELECT f2.id FROM alerts a JOIN feedback f2 ON f2.alert_id = a.id"
-               "   WHERE a.decision_id = d.id ORDER BY f2.ts DESC, f2.id DESC LIMIT 1)")
-        args = []
-        if since is not None:
-            sql += " WHERE d.ts >= ?"
-            args.append(since)
-        sql += " ORDER BY d.ts, d.id"
+        sql, args = _query("SELECT d.*, f.verdict, f.reward FROM decisions d"
+                           " LEFT JOIN feedback f ON f.id = ("
+                           "   SELECT f2.id FROM alerts a JOIN feedback f2 ON f2.alert_id = a.id"
+                           "   WHERE a.decision_id = d.id ORDER BY f2.ts DESC, f2.id DESC LIMIT 1)",
+                           [("d.ts >= ?", since)], "d.ts, d.id")
         return [{"id": r["id"], "ts": r["ts"], "state": json.loads(r["state"]),
                  "action": r["action"], "source": r["source"], "verdict": r["verdict"],
                  "reward": r["reward"]} for r in self.conn.execute(sql, args)]
