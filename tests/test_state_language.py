@@ -43,6 +43,14 @@ class PulseLanguage(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "field N is missing"):
             self.lang.encode(obs)
 
+    def test_an_optional_field_missing_or_none_is_absent(self):
+        lang = StateLanguage("s", {"P": (0, 3, 6, "optional"), "H": (0, 24, 8)})
+        self.assertEqual(lang.decode(lang.encode({"H": 14})), "P_ H4")
+        self.assertEqual(lang.decode(lang.encode({"P": None, "H": 14})), "P_ H4")
+        self.assertEqual(lang.decode(lang.encode({"P": 0.0, "H": 14})), "P0 H4")
+        with self.assertRaisesRegex(ValueError, "field H is missing"):
+            lang.encode({"P": 1.0})
+
     def test_parse_tokens(self):
         ids = self.lang.parse_tokens("C9 M9 D4 S4 L4 N1")
         self.assertEqual(self.lang.decode(ids), "C9 M9 D4 S4 L4 N1")

@@ -58,7 +58,7 @@ class StateLanguage:
     range lo..hi is cut into equal buckets and a value's token is the prefix followed by
     its bucket number; values outside lo..hi are clamped to the edge bucket and
     reported. (lo, hi, buckets, "optional") adds a token `<prefix>_` for a value that is
-    absent (None) — e.g. an atom that cannot be read here, which must not look like a
+    absent (None, or missing from the observation) — e.g. an atom that cannot be read here, which must not look like a
     score of 0. A categorical field's spec is {"labels": [...]}: the labels are the
     tokens (Nerve's actions). A learned field's spec is {"edges": [e0, …, en]}, cut
     points learned from data (see `quantile_edges`): n buckets between them plus explicit
@@ -151,9 +151,11 @@ class StateLanguage:
             raise ValueError(f"{self.name}: an observation is a dict of field values, got {type(obs).__name__}")
         ids, clamped = [self.bos], []
         for prefix in self.fields:
-            if prefix not in obs:
+            if prefix not in obs and prefix not in self.optional:
                 raise ValueError(f"{self.name}: field {prefix} is missing")
-            token, was_clamped = self.token_for(prefix, obs[prefix])
+            # A missing optional field is absent (`<prefix>_`): e.g. a Nerve state stored
+            # before that atom was declared.
+            token, was_clamped = self.token_for(prefix, obs.get(prefix))
             ids.append(token)
             if was_clamped:
                 clamped.append(prefix)

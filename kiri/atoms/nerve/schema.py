@@ -83,8 +83,7 @@ def decide(nerve, state):
     if flagged == "ok" or nerve is None or not nerve.trained:
         return flagged, 1.0, "rule"
     language = nerve.language
-    values = {f: state.get(f) for f in language.fields if f != "act"}
-    ids = language.encode(dict(values, act="ok"))[:-1]  # the state tokens, without an action
+    ids = language.encode(dict(state, act="ok"))[:-1]  # the state tokens, without an action
     decoder = nerve.model.decoder()
     for token in ids:
         logits = decoder.step(token)
@@ -120,11 +119,8 @@ def ready(decisions, answers):
 def train(atoms, labelled, path, engine="fast", seed=42, steps=None, progress=None):
     """Train Nerve on the labelled decisions; returns the trained Atom."""
     nerve = Atom(spec(atoms), engine=engine)
-    # A decision stored before an atom was declared, or before Nerve read U, has no value
-    # for it: it was absent then, which is what None (`P_`, `U_`) says.
-    absent = {field: None for field in nerve.language.optional}
-    rows = [dict(row, values=dict(absent, **row["values"])) for row in training_history(labelled)]
     # No hold-out: Nerve has no threshold to calibrate, and the newest rows are the
-    # user's latest answers — exactly what it must learn from.
-    nerve.train(rows, path, steps=steps, seed=seed, progress=progress, holdout=0)
+    # user's latest answers — exactly what it must learn from. A decision stored before
+    # an atom was declared (or before U) reads it as absent: its fields are optional.
+    nerve.train(training_history(labelled), path, steps=steps, seed=seed, progress=progress, holdout=0)
     return nerve
