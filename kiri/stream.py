@@ -120,17 +120,10 @@ class StreamDetector:
 
     def _raw_surprise(self, i):
         """Mean surprise of row i's value and change tokens, given the rows before it."""
-        if i < self.window - 1:
-            return 0.0
-        surprises = self._row_surprises(i)
-        return sum(surprises) / len(surprises)
-
-    def _row_surprises(self, i):
-        """[surprise of row i's V token, of its D token], each given everything before it."""
         seq = self._sequence(i)
         logits = self.model.sequence_logits(seq[:-1])
         # Row i's tokens are the last three: H, V, D; V is predicted at -2, D at -1.
-        return [-log_softmax(logits[pos - 1])[seq[pos]] for pos in (len(seq) - 2, len(seq) - 1)]
+        return -sum(log_softmax(logits[pos - 1])[seq[pos]] for pos in (len(seq) - 2, len(seq) - 1)) / 2
 
     def _quieted(self, score):
         if self.quiet_left > 0:
