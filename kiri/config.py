@@ -82,6 +82,9 @@ class Settings:
             self.number(key)
         if self.number("likelihood_alert") >= 1:
             raise KiriError(f"setting likelihood_alert must be below 1, got {self.get('likelihood_alert')!r}")
+        for key in ("likelihood_window", "likelihood_history"):
+            if not self.number(key).is_integer():
+                raise KiriError(f"setting {key} must be a whole number of readings, got {self.get(key)!r}")
         self.flag("mikrotik_verify")
         return self
 

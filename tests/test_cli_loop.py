@@ -704,6 +704,9 @@ class Regressions(LoopCommandLine):
         proc = self.kiri("daemon", "--once")
         self.assertUserError(proc, "setting likelihood_alert must be below 1, got '1.5'")
         self.assertIsNone(self.status()["last_cycle"])
+        (self.home / "config.ini").write_text("[kiri]\nlikelihood_window = 2.5\n", encoding="utf-8")
+        self.assertUserError(self.kiri("daemon", "--once"),
+                             "setting likelihood_window must be a whole number of readings, got '2.5'")
 
     def test_a_second_cycle_still_names_every_atom(self):
         """An atom that is not due yet is left out of `daemon --once`'s output without a word.
