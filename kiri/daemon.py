@@ -199,7 +199,8 @@ class Daemon:
             log.info("suppressed (Nerve has learned you do not want this one): %s", situation)
             return None
         cooldown = self.settings.number("alert_cooldown")
-        earlier = self.store.last_alert(situation, since=now - cooldown)
+        earlier = next((a for a in self.store.alerts(since=now - cooldown, limit=None)
+                        if same_situation(a["situation"], situation)), None)
         if earlier is not None:
             log.info("repeat of alert %s within the cooldown: %s", earlier["id"], situation)
             result.alert = {"id": earlier["id"], "merged_into": earlier["id"], "message": earlier["message"]}
@@ -351,12 +352,38 @@ def train_nerve(settings, store, atoms, labelled=None):
 
 
 def situation_of(scores):
-    """What makes two alerts 'the same situation': which atoms, and their most surprising tokens."""
+    """What an alert is about: which atoms, and each one's surprising tokens ('pulse:C9+M9,rhythm:I0')."""
     parts = []
     for s in sorted(scores, key=lambda s: s.atom):
-        top = sorted((t for t in s.tokens if t.get("surprise", 0) > SURPRISING), key=lambda t: -t["surprise"])[:3]
-        parts.append(s.atom + (":" + "+".join(sorted(t["token"] for t in top)) if top else ""))
+        surprising = sorted(t["token"] for t in s.tokens if t.get("surprise", 0) > SURPRISING)
+        parts.append(s.atom + (":" + "+".join(surprising) if surprising else ""))
     return ",".join(parts) or "unknown"
+
+
+def same_situation(a, b):
+    """Whether two situations are one thing happening again: the same atoms, and for each
+    atom at least half of the surprising tokens in common (Jaccard >= 0.5).
+
+    Not equality: two readings of one incident differ in which tokens just cross the
+    SURPRISING line, so an exact key sent a second alert for the same CPU-and-memory spike.
+    """
+    a, b = _situation_tokens(a), _situation_tokens(b)
+    if a.keys() != b.keys():
+        return False
+    for atom in a:
+        union = a[atom] | b[atom]
+        if union and 2 * len(a[atom] & b[atom]) < len(union):
+            return False
+    return True
+
+
+def _situation_tokens(situation):
+    """'pulse:C9+M9,rhythm' → {'pulse': {'C9', 'M9'}, 'rhythm': set()}."""
+    atoms = {}
+    for part in situation.split(","):
+        atom, _, tokens = part.partition(":")
+        atoms[atom] = set(tokens.split("+")) - {""}
+    return atoms
 
 
 def score_dict(s):

@@ -154,7 +154,7 @@ def _migrate_1_to_2(conn):
 
 def _migrate_2_to_3(conn):
     # The feedback loop. situation is a key for "the same thing happening again", so
-    # repeats can be merged and cooled down (last_alert); details keeps the scores and
+    # repeats can be merged and cooled down (daemon.same_situation); details keeps the scores and
     # per-token explanations as JSON, so an alert can explain itself long after.
     # An outbox row remembers which alert it carries and the sink's id of the sent
     # message, so a button pressed under that message finds its alert (message_alert).
@@ -660,7 +660,7 @@ class Store:
     def add_alert(self, atom, message, decision_id=None, situation="", details=None, ts=None):
         """Store one alert (state 'open') and return its id.
 
-        situation: a key shared by repeats of one situation (see last_alert);
+        situation: what the alert is about, for merging repeats (see daemon.same_situation);
         details: a JSON-able dict, e.g. scores and per-token explanations.
         """
         if details is not None and not isinstance(details, dict):
@@ -693,17 +693,12 @@ class Store:
         row = self.conn.execute(self._SELECT_ALERTS + " WHERE a.id = ?", (alert_id,)).fetchone()
         return None if row is None else self._alert(row)
 
-    def alerts(self, state=None, limit=100):
-        """The newest alerts (in state 'open', 'approved' or 'dismissed', or all), newest first."""
-        sql, args = _query(self._SELECT_ALERTS, [("a.state = ?", state)], "a.ts DESC, a.id DESC", limit)
+    def alerts(self, state=None, limit=100, since=None):
+        """The newest alerts (in state 'open', 'approved' or 'dismissed', or all; with ts >=
+        since when given), newest first."""
+        sql, args = _query(self._SELECT_ALERTS, [("a.state = ?", state), ("a.ts >= ?", since)],
+                           "a.ts DESC, a.id DESC", limit)
         return [self._alert(r) for r in self.conn.execute(sql, args)]
-
-    def last_alert(self, situation, since):
-        """The newest alert of situation with ts >= since, or None (for cooldowns)."""
-        row = self.conn.execute(self._SELECT_ALERTS + " WHERE a.situation = ? AND a.ts >= ?"
-                                " ORDER BY a.ts DESC, a.id DESC LIMIT 1",
-                                (situation, since)).fetchone()
-        return None if row is None else self._alert(row)
 
     def add_feedback(self, alert_id, verdict, ts=None):
         """Record the user's answer to an alert: 'approve' (+1) or 'dismiss' (-1).

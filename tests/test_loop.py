@@ -29,7 +29,7 @@ from kiri.atoms.nerve import schema as nerve
 from kiri.compose import Loop, Molecule, Pipe
 from kiri.config import load_settings
 from kiri.core.weights import previous_path
-from kiri.daemon import NERVE_TRAINED_KEY, Daemon, run_meta
+from kiri.daemon import NERVE_TRAINED_KEY, Daemon, run_meta, same_situation, situation_of
 from kiri.errors import KiriError
 from kiri.notify.telegram import TelegramBot
 from kiri.status import collect_status, format_status
@@ -829,6 +829,57 @@ class UnusualTogetherTest(HomeCase):
         self.assertLess(pulse.likelihood, pulse.unusual_at)
         self.assertEqual(result.decision["action"], "ok")
         self.assertIsNone(result.alert)
+
+
+def scored(atom, **surprises):
+    """A score with these token surprises, as situation_of reads it."""
+    return SimpleNamespace(atom=atom, tokens=[{"token": t, "surprise": v} for t, v in surprises.items()])
+
+
+class SituationTest(unittest.TestCase):
+    def test_a_situation_names_every_surprising_token_of_every_flagged_atom(self):
+        pulse = scored("pulse", L4=10.5, S4=9.7, M9=8.0, C9=7.5, N1=0.4)
+        self.assertEqual(situation_of([scored("drift", A8=3.0), pulse]), "drift:A8,pulse:C9+L4+M9+S4")
+        self.assertEqual(situation_of([scored("pulse", C5=0.3)]), "pulse")
+        self.assertEqual(situation_of([]), "unknown")
+
+    def test_one_incident_read_twice_is_one_situation(self):
+        # Seen on CI: the same injected reading, read after a different one, swapped the
+        # third and fourth most surprising tokens; an exact top-3 key made a second alert.
+        first = situation_of([scored("pulse", L4=10.52, S4=9.70, M9=7.99, C9=7.50)])
+        again = situation_of([scored("pulse", L4=10.73, S4=9.41, C9=8.12, M9=7.82)])
+        self.assertTrue(same_situation(first, again))
+        self.assertTrue(same_situation("pulse:C9+M9+S4", "pulse:C9+M9+S4+L4"), "a token crossing the line")
+        self.assertTrue(same_situation("pulse", "pulse"))
+        self.assertTrue(same_situation("unknown", "unknown"))
+
+    def test_different_tokens_or_atoms_are_a_new_situation(self):
+        for a, b in [("pulse:C9+M9+S4+L4", "pulse:C9+D9+L4+M1+N0+S0"),   # memory fell, disk filled
+                     ("pulse:C9+M9", "pulse:C0+M9"),                      # CPU at the other end
+                     ("pulse:C9", "pulse"),
+                     ("pulse:C9", "pulse:C9,rhythm:I0"),
+                     ("pulse:C9", "drift:C9")]:
+            with self.subTest(a=a, b=b):
+                self.assertFalse(same_situation(a, b))
+                self.assertFalse(same_situation(b, a))
+
+
+class CooldownTest(HomeCase):
+    def test_repeats_merge_inside_the_cooldown_and_alert_again_after_it(self):
+        settings = self.settings(KIRI_ALERT_COOLDOWN="3600")
+        self.install_pulse(settings)
+        store = self.store()
+        d = self.daemon(settings, store)
+        start = local(FIRST_MONDAY, 14)
+        first = self.cycle(d, start, BIG).alert
+        self.assertIsNone(first["merged_into"])
+        again = self.cycle(d, start + 300, BIG).alert
+        self.assertEqual(again["merged_into"], first["id"])
+        other = self.cycle(d, start + 600, dict(C=2, M=20, D=95, S=0, L=0, N=0)).alert
+        self.assertIsNone(other["merged_into"], "a different situation inside the cooldown")
+        later = self.cycle(d, start + 3600 + 301, BIG).alert
+        self.assertIsNone(later["merged_into"], "the cooldown is over")
+        self.assertEqual(len(store.alerts()), 3)
 
 
 class DaemonReadsWeightsOnlyWhenTheyChange(unittest.TestCase):

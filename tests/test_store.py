@@ -447,15 +447,16 @@ class TestAlertsAndFeedback(StoreTestCase):
             s.add_alert("pulse", "m", decision_id=12345)
         self.assertEqual(s.alerts(), [])
 
-    def test_last_alert(self):
+    def test_alerts_since(self):
         s = self.open()
-        self.assertIsNone(s.last_alert("pulse:M", since=0))
-        s.add_alert("pulse", "one", situation="pulse:M", ts=10)
-        two = s.add_alert("pulse", "two", situation="pulse:M", ts=20)
-        s.add_alert("pulse", "other", situation="pulse:C", ts=30)
-        self.assertEqual(s.last_alert("pulse:M", since=0)["id"], two)
-        self.assertEqual(s.last_alert("pulse:M", since=20)["id"], two)
-        self.assertIsNone(s.last_alert("pulse:M", since=21))
+        self.assertEqual(s.alerts(since=0), [])
+        one = s.add_alert("pulse", "one", situation="pulse:M9", ts=10)
+        two = s.add_alert("pulse", "two", situation="pulse:M9", ts=20)
+        three = s.add_alert("pulse", "other", situation="pulse:C9", ts=30)
+        self.assertEqual([a["id"] for a in s.alerts(since=0)], [three, two, one])
+        self.assertEqual([a["id"] for a in s.alerts(since=20, limit=None)], [three, two])
+        self.assertEqual([a["situation"] for a in s.alerts(since=21)], ["pulse:C9"])
+        self.assertEqual(s.alerts(since=31), [])
 
     def test_feedback_and_replace(self):
         s = self.open()
