@@ -76,15 +76,27 @@ class Settings:
             raise KiriError(f"setting {key} must be greater than 0, got {self.get(key)!r}")
         return value
 
+    def count(self, key):
+        """A number of readings: a whole number greater than 0."""
+        value = self.number(key)
+        if not value.is_integer():
+            raise KiriError(f"setting {key} must be a whole number of readings, got {self.get(key)!r}")
+        return int(value)
+
+    def fraction(self, key):
+        """A level between 0 and 1 (both excluded)."""
+        value = self.number(key)
+        if value >= 1:
+            raise KiriError(f"setting {key} must be below 1, got {self.get(key)!r}")
+        return value
+
     def check(self):
         """Read every number and flag now, so a typo fails at start, not hours later in the loop."""
         for key in NUMBERS:
             self.number(key)
-        if self.number("likelihood_alert") >= 1:
-            raise KiriError(f"setting likelihood_alert must be below 1, got {self.get('likelihood_alert')!r}")
+        self.fraction("likelihood_alert")
         for key in ("likelihood_window", "likelihood_history"):
-            if not self.number(key).is_integer():
-                raise KiriError(f"setting {key} must be a whole number of readings, got {self.get(key)!r}")
+            self.count(key)
         self.flag("mikrotik_verify")
         return self
 

@@ -170,7 +170,7 @@ class Daemon:
             latest = self.store.latest_scores(name, limit=1)
             if latest and now - latest[0]["ts"] <= 2 * self.interval(name) and latest[0]["threshold"]:
                 out.append(SimpleScore(name, latest[0]["score"], latest[0]["threshold"], latest[0]["tokens"],
-                                       latest[0]["likelihood"], self.settings.number("likelihood_alert")))
+                                       latest[0]["likelihood"], self.settings.fraction("likelihood_alert")))
         return out
 
     def decide(self, fresh, now, result, injected=False):

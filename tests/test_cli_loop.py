@@ -708,6 +708,19 @@ class Regressions(LoopCommandLine):
         self.assertUserError(self.kiri("daemon", "--once"),
                              "setting likelihood_window must be a whole number of readings, got '2.5'")
 
+    def test_scoring_by_hand_checks_the_likelihood_settings_too(self):
+        self.use_trained_home()
+        self.ok("pulse", "score")
+        before = self.snapshot()
+        for line, error in [("likelihood_window = 2.5", "setting likelihood_window must be a whole number of readings, got '2.5'"),
+                            ("likelihood_history = 0", "setting likelihood_history must be greater than 0, got '0'"),
+                            ("likelihood_alert = 1", "setting likelihood_alert must be below 1, got '1'")]:
+            with self.subTest(line=line):
+                (self.home / "config.ini").write_text(f"[kiri]\n{line}\n", encoding="utf-8")
+                self.assertUserError(self.kiri("pulse", "score"), error)
+                (self.home / "config.ini").unlink()
+                self.assertEqual(self.snapshot(), before, "nothing is written by a refused score")
+
     def test_a_second_cycle_still_names_every_atom(self):
         """An atom that is not due yet is left out of `daemon --once`'s output without a word.
         Fix: CycleResult.waiting, filled in Daemon._collector's not-due branch, printed by describe_cycle."""

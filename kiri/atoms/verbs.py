@@ -201,16 +201,16 @@ def add_likelihood(result, settings, store, observation_id):
     `likelihood_alert` the verdict is 'unusual' even when no single reading is over the
     threshold — a slow climb, a level that stays a little off.
     """
+    window, history = settings.count("likelihood_window"), settings.count("likelihood_history")
+    level = settings.fraction("likelihood_alert")   # read first: a bad setting is an error, with or without history
     if not 0 < result.threshold < math.inf:
         return result
-    window = int(settings.number("likelihood_window"))
-    history = int(settings.number("likelihood_history"))
     ratios = store.reading_ratios(result.atom, window + history - 1, exclude_observation=observation_id)
     if len(ratios) + 1 < window + LIKELIHOOD_WARMUP:
         return result   # too little history to say what is usual: no likelihood rather than a 0
     likelihood = AnomalyLikelihood(short=window, long=history, warmup=LIKELIHOOD_WARMUP)
     result.likelihood = likelihood.replay(ratios + [result.ratio])
-    result.unusual_at = settings.number("likelihood_alert")
+    result.unusual_at = level
     return result
 
 
