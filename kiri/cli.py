@@ -224,7 +224,7 @@ def build_parser():
     p = commands.add_parser("demo", help="the monitor end to end: collect, synthetic history, train Pulse, score, explain")
     p.add_argument("--seconds", type=positive_int, default=20, help="seconds of real readings (default 20)")
     p.add_argument("--steps", type=positive_int, default=400, help="training steps (default 400)")
-    add_home_flag(p)
+    p.add_argument("--home", metavar="DIR", help="a new or empty folder for the demo (default: a new temporary folder)")
     p.set_defaults(run=run_demo)
 
     bench = commands.add_parser("bench", help="benchmarks: speed, nab, nab-score")

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import daemon
 from .atoms import verbs
 from .config import load_settings
+from .errors import KiriError
 from .store import open_store
 
 SHOWCASE = ("C5 M5 D4 S1 L1 N1", "C9 M9 D4 S4 L4 N1")
@@ -23,8 +24,9 @@ WEEK_OF_READINGS = 7 * 24 * 12  # one every 5 minutes
 
 
 def run(home=None, seconds=20, steps=400, synthetic=WEEK_OF_READINGS, report=print, progress=None):
-    """Run the demo in `home` (a new temporary directory by default); returns the three scores."""
-    home = Path(home) if home else Path(tempfile.mkdtemp(prefix="kiri-demo-"))
+    """Run the demo in `home` (a new or empty folder; a new temporary one by default);
+    returns the three scores."""
+    home = fresh_home(home) if home else Path(tempfile.mkdtemp(prefix="kiri-demo-"))
     settings = load_settings(home=str(home), engine="fast")
     pulse = verbs.atom_module("pulse")
     report(f"demo home: {home}")
@@ -51,4 +53,15 @@ def run(home=None, seconds=20, steps=400, synthetic=WEEK_OF_READINGS, report=pri
         report(daemon.describe_cycle(d.cycle(collect_all=True)))
         report(f"\n6. one daemon cycle on an injected anomaly ({INJECTED}): the alert it would send")
         report(daemon.describe_cycle(d.cycle(inject={"pulse": verbs.parse_observation(pulse.SPEC, INJECTED)})))
+    report(f"\nlook around: KIRI_HOME={home} kiri status (delete {home} when done)")
     return scores
+
+
+def fresh_home(home):
+    """`home` if it is a new or empty folder. The demo adds a synthetic week and trains
+    Pulse, so it must never run in a home that holds someone's real history."""
+    home = Path(home).expanduser()
+    if home.exists() and (not home.is_dir() or any(home.iterdir())):
+        raise KiriError(f"demo: --home must be a new or empty folder (the demo writes a synthetic week and "
+                        f"trains Pulse there), and {home} is not")
+    return home
