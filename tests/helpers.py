@@ -21,6 +21,20 @@ def run_kiri(*args, home=None, env=None, timeout=300, module="kiri"):
                           env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+class CommandLineAssertions:
+    """For unittest.TestCase classes that run the real command line."""
+
+    def assertUserError(self, proc, text, code=None):
+        """Exit non-zero (or exactly `code`), one line on stderr holding `text`, no traceback."""
+        if code is None:
+            self.assertNotEqual(proc.returncode, 0, proc.stdout)
+        else:
+            self.assertEqual(proc.returncode, code, proc.stdout + proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
+        self.assertIn(text, proc.stderr)
+
+
 _trained_homes = {}
 
 

@@ -5,10 +5,10 @@ import unittest
 
 from kiri.bench import speed
 
-from tests.helpers import run_kiri
+from tests.helpers import CommandLineAssertions, run_kiri
 
 
-class SpeedBench(unittest.TestCase):
+class SpeedBench(CommandLineAssertions, unittest.TestCase):
     def test_figures_are_side_by_side_ratios(self):
         heard = []
         f = speed.run(ref_steps=1, fast_steps=2, ref_score_calls=1, fast_score_calls=2, report=heard.append)
@@ -33,11 +33,8 @@ class SpeedBench(unittest.TestCase):
         for args in (("--ref-steps", "0"), ("--fast-steps", "fast")):
             with self.subTest(args=args):
                 proc = run_kiri("bench", "speed", *args, timeout=60)
-                self.assertEqual(proc.returncode, 2)
+                self.assertUserError(proc, f"argument {args[0]}", code=2)
                 self.assertEqual(proc.stdout, "")
-                self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
-                self.assertIn(f"argument {args[0]}", proc.stderr)
-                self.assertNotIn("Traceback", proc.stderr)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 import unittest
 from pathlib import Path
 
-from tests.helpers import REPO, run_kiri, trained_pulse_home
+from tests.helpers import REPO, CommandLineAssertions, run_kiri, trained_pulse_home
 
 TIMEOUT = 60  # seconds any one command may take before the test fails instead of hanging
 
@@ -57,7 +57,7 @@ def trained_template():
     return trained_pulse_home(60, 10, timeout=TIMEOUT)
 
 
-class AtomCommandLine(unittest.TestCase):
+class AtomCommandLine(CommandLineAssertions, unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
         self.addCleanup(self.dir.cleanup)
@@ -74,12 +74,6 @@ class AtomCommandLine(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, f"kiri {' '.join(map(str, args))}: {proc.stderr}")
         self.assertNotIn("Traceback", proc.stderr)
         return proc
-
-    def assertUserError(self, proc, text):
-        self.assertNotEqual(proc.returncode, 0, proc.stdout)
-        self.assertNotIn("Traceback", proc.stderr)
-        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
-        self.assertIn(text, proc.stderr)
 
     def export(self, atom=None, home=None):
         args = ("export",) + (("--atom", atom) if atom else ())

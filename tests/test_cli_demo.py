@@ -6,14 +6,14 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from tests.helpers import run_kiri
+from tests.helpers import CommandLineAssertions, run_kiri
 
 TIMEOUT = 180
 # The demo reads this machine's Pulse; elsewhere it has nothing to collect.
 SYSTEM_PULSE = sys.platform.startswith("linux") or sys.platform == "darwin"
 
 
-class DemoCommandLine(unittest.TestCase):
+class DemoCommandLine(CommandLineAssertions, unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
         self.addCleanup(self.dir.cleanup)
@@ -21,12 +21,6 @@ class DemoCommandLine(unittest.TestCase):
 
     def demo(self, *args):
         return run_kiri("demo", *args, env={"HOME": str(self.tmp)}, timeout=TIMEOUT)
-
-    def assertUserError(self, proc, text):
-        self.assertNotEqual(proc.returncode, 0, proc.stdout)
-        self.assertNotIn("Traceback", proc.stderr)
-        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
-        self.assertIn(text, proc.stderr)
 
     @unittest.skipUnless(SYSTEM_PULSE, "Pulse cannot read this system")
     def test_the_demo_runs_end_to_end_in_the_folder_it_is_given(self):

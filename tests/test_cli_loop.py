@@ -27,7 +27,7 @@ from pathlib import Path
 
 from kiri.config import KEYS
 from tests.fake_telegram import FakeTelegram
-from tests.helpers import run_kiri, trained_pulse_home
+from tests.helpers import CommandLineAssertions, run_kiri, trained_pulse_home
 
 TIMEOUT = 60  # seconds any one command may take before the test fails instead of hanging
 
@@ -71,7 +71,7 @@ def files_under(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
 
-class LoopCommandLine(unittest.TestCase):
+class LoopCommandLine(CommandLineAssertions, unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
         self.addCleanup(self.dir.cleanup)
@@ -92,16 +92,6 @@ class LoopCommandLine(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, f"kiri {' '.join(map(str, args))}: {proc.stderr}")
         self.assertNotIn("Traceback", proc.stderr)
         return proc
-
-    def assertUserError(self, proc, text, code=None):
-        """Exit non-zero (or exactly `code`), one line on stderr holding `text`, no traceback."""
-        if code is None:
-            self.assertNotEqual(proc.returncode, 0, proc.stdout)
-        else:
-            self.assertEqual(proc.returncode, code, proc.stdout + proc.stderr)
-        self.assertNotIn("Traceback", proc.stderr)
-        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
-        self.assertIn(text, proc.stderr)
 
     def use_trained_home(self):
         shutil.copytree(str(trained_template()), str(self.home))

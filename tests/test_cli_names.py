@@ -5,22 +5,16 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from tests.helpers import REPO, run_kiri
+from tests.helpers import REPO, CommandLineAssertions, run_kiri
 
 
-class NamesCommandLine(unittest.TestCase):
+class NamesCommandLine(CommandLineAssertions, unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
         self.tmp = Path(self.dir.name)
 
     def tearDown(self):
         self.dir.cleanup()
-
-    def assertUserError(self, proc, text):
-        self.assertNotEqual(proc.returncode, 0)
-        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
-        self.assertIn(text, proc.stderr)
-        self.assertNotIn("Traceback", proc.stderr)
 
     def test_help_and_version(self):
         proc = run_kiri("--help", home=self.tmp)

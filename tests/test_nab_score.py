@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kiri.bench import nab_io, nab_score
 from kiri.errors import KiriError
-from tests.helpers import run_kiri
+from tests.helpers import CommandLineAssertions, run_kiri
 
 START = datetime(2020, 1, 1)
 N = 300
@@ -439,7 +439,7 @@ class Files(TempCase):
             self.corpus.score()
 
 
-class CommandLine(TempCase):
+class CommandLine(CommandLineAssertions, TempCase):
     def test_last_line_is_the_standard_score(self):
         self.corpus.add("cat/a.csv", scores_with({100: 1.0}))
         self.corpus.add("cat/b.csv", scores_with({101: 1.0, 60: 0.5}))
@@ -460,9 +460,7 @@ class CommandLine(TempCase):
                      ("--data", data, "--windows", self.tmp / "nope.json", "--results", results),
                      ("--data", data, "--windows", windows, "--results", self.tmp / "nope")):
             proc = run_kiri("bench", "nab-score", *args, home=self.tmp)
-            self.assertEqual(proc.returncode, 1, proc.stderr)
-            self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
-            self.assertIn("kiri: error:", proc.stderr)
+            self.assertUserError(proc, "kiri: error:", code=1)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 from kiri.core.language import StateLanguage, language_from_dict, quantile_edges
 from kiri.core.surprise import AnomalyLikelihood
 from kiri.stream import StreamDetector
-from tests.helpers import run_kiri
+from tests.helpers import CommandLineAssertions, run_kiri
 
 SPIKE, SHIFT = 900, 1250
 
@@ -112,7 +112,7 @@ class Detector(unittest.TestCase):
         self.assertEqual(again, self.scores[:400])
 
 
-class BenchCommand(unittest.TestCase):
+class BenchCommand(CommandLineAssertions, unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
         self.root = Path(self.tmp.name)
@@ -141,9 +141,7 @@ class BenchCommand(unittest.TestCase):
         rows[7] = ("2020-01-01 00:07:00", "oops")
         self.write("bad.csv", rows)
         proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "results", home=self.root)
-        self.assertNotEqual(proc.returncode, 0)
-        self.assertEqual(len(proc.stderr.strip().splitlines()), 1, proc.stderr)
-        self.assertIn("bad.csv:9", proc.stderr)
+        self.assertUserError(proc, "bad.csv:9")
 
 
 if __name__ == "__main__":
