@@ -15,6 +15,7 @@ from . import __version__
 from .core.engines import ENGINES
 from .core.sample import DEFAULT_TEMPERATURE
 from .core.train import Progress
+from .atoms import BUILTIN
 from .errors import KiriError
 
 EXIT_USER_ERROR = 1
@@ -64,7 +65,6 @@ def add_engine_flag(p):
                    help="fast (default), value (scalar autograd reference) or torch (optional)")
 
 
-ATOMS = ("pulse", "rhythm", "drift")
 
 
 def required_subcommands(parser, dest, metavar):
@@ -197,7 +197,7 @@ def build_parser():
     add_engine_flag(p)
     p.set_defaults(run=run_names_sample)
 
-    for atom in ATOMS:
+    for atom in BUILTIN:
         add_atom_commands(commands, atom)
     add_declared_atom_commands(commands)
 

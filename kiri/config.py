@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.engines import DEFAULT_ENGINE, ENGINES
+from .atoms import RESERVED
 from .errors import KiriError
 
 DEFAULT_HOME = "~/.kiri"
@@ -156,7 +157,7 @@ def read_config_file(path):
     for section in parser.sections():
         if section.startswith("atom:"):
             name = section[len("atom:"):].strip()
-            if name.lower() in ("pulse", "rhythm", "drift", "nerve"):
+            if name.lower() in RESERVED:
                 raise KiriError(f"config file {path}: [{section}] takes the name of a built-in atom; choose another")
             atoms[name] = dict(parser[section])
         elif section != "kiri":

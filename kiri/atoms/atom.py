@@ -22,13 +22,12 @@ from ..core.surprise import mean_surprise, token_surprises
 from ..core.train import train
 from ..core.weights import Weights, WeightsError, load_with_fallback, previous_path, save
 from ..errors import KiriError
-
-BUILTIN_COMMANDS = ("pulse", "rhythm", "drift", "nerve")   # atoms with their own `kiri <name>` command
+from . import RESERVED
 
 
 def command_for(name):
     """The CLI command of an atom: `kiri pulse`, or `kiri atom gauge` for a declared one."""
-    return f"kiri {name}" if name in BUILTIN_COMMANDS else f"kiri atom {name}"
+    return f"kiri {name}" if name in RESERVED else f"kiri atom {name}"
 
 
 THRESHOLD_QUANTILE = 0.99

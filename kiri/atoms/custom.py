@@ -18,12 +18,10 @@ import shlex
 from types import SimpleNamespace
 
 from ..errors import KiriError
+from . import RESERVED
 from .atom import AtomSpec
 from .nerve import schema as nerve
 from .sources import CollectorError, run_command
-
-RESERVED = ("pulse", "rhythm", "drift", "nerve")
-
 
 def parse_schema(name, text):
     """'T=20:100:8 Q=learn:6' → {"T": (20.0, 100.0, 8), "Q": {"learn": 6}}."""

@@ -13,10 +13,9 @@ import time
 
 from ..core.surprise import AnomalyLikelihood
 from ..errors import KiriError
+from . import BUILTIN
 from .atom import Atom, command_for
 from .sources import CollectorError
-
-BUILTIN = ("pulse", "rhythm", "drift")
 
 
 def atom_module(name, settings=None):
