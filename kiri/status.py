@@ -13,10 +13,7 @@ def collect_status(settings, store, now=None):
     now = time.time() if now is None else now
     atoms = {}
     for name, module in verbs.all_atoms(settings).items():
-        observations = store.count_observations(name)
-        injected = store.count_injected(name)
-        observations.update(real=observations["real"] - injected, injected=injected)
-        entry = {"observations": observations, "trained": False}
+        entry = {"observations": store.count_observations(name), "trained": False}
         try:
             atom = verbs.load_atom(module, settings)
         except WeightsError as e:

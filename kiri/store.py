@@ -489,16 +489,14 @@ class Store:
         return rows[0] if rows else None
 
     def count_observations(self, atom):
-        """{"real": n, "synthetic": m} for atom."""
-        counts = dict(self.conn.execute(
-            "SELECT synthetic, COUNT(*) FROM observations WHERE atom = ? GROUP BY synthetic",
-            (atom,)).fetchall())
-        return {"real": counts.get(0, 0), "synthetic": counts.get(1, 0)}
-
-    def count_injected(self, atom):
-        """How many of atom's observations were injected (`daemon --inject`): real rows, not readings."""
-        return self.conn.execute("SELECT COUNT(*) FROM observations WHERE atom = ? AND source = 'inject'",
-                                 (atom,)).fetchone()[0]
+        """{"real": n, "synthetic": m, "injected": k} for atom: injected rows (`daemon
+        --inject`, made up by hand) are neither real readings nor synthetic history."""
+        counts = {"real": 0, "synthetic": 0, "injected": 0}
+        for synthetic, injected, n in self.conn.execute(
+                "SELECT synthetic, source = 'inject', COUNT(*) FROM observations WHERE atom = ? GROUP BY 1, 2",
+                (atom,)):
+            counts["injected" if injected else "synthetic" if synthetic else "real"] += n
+        return counts
 
     def atoms(self):
         """Sorted names of the atoms that have at least one observation."""

@@ -52,7 +52,7 @@ class TestObservations(StoreTestCase):
         a = s.add_observation("pulse", {"C": 1, "M": 2}, ts=1)
         b = s.add_observation("pulse", {"M": 2, "C": 1}, ts=1)  # same dict, other key order
         self.assertEqual(a, b)
-        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0})
+        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0, "injected": 0})
 
     def test_filters(self):
         s = self.open()
@@ -80,8 +80,10 @@ class TestObservations(StoreTestCase):
         s.add_observation("pulse", {"x": 2}, ts=2, synthetic=True)
         self.assertEqual(s.latest_observation("pulse")["ts"], 2)
         self.assertEqual(s.latest_observation("pulse", real_only=True)["ts"], 1)
-        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 1})
-        self.assertEqual(s.count_observations("drift"), {"real": 0, "synthetic": 0})
+        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 1, "injected": 0})
+        self.assertEqual(s.count_observations("drift"), {"real": 0, "synthetic": 0, "injected": 0})
+        s.add_observation("pulse", {"x": 99}, ts=3, source="inject")   # made up by hand: not a real reading
+        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 1, "injected": 1})
 
     def test_bulk_insert(self):
         s = self.open()
@@ -91,7 +93,7 @@ class TestObservations(StoreTestCase):
             {"atom": "pulse", "values": {"x": 1}, "ts": 1},  # duplicate of the first
         ])
         self.assertEqual(added, 2)
-        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 1})
+        self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 1, "injected": 0})
 
     def test_bulk_insert_is_all_or_nothing(self):
         s = self.open()
@@ -125,7 +127,7 @@ class TestValidation(StoreTestCase):
             s.add_observation(**args)
         self.assertTrue(str(caught.exception).startswith(field),
                         "%r does not name %s" % (str(caught.exception), field))
-        self.assertEqual(s.count_observations("pulse"), {"real": 0, "synthetic": 0})
+        self.assertEqual(s.count_observations("pulse"), {"real": 0, "synthetic": 0, "injected": 0})
 
     def test_atom(self):
         for atom in ("", "1pulse", "pul se", "pulse;drop", None, 3, "x" * 65):
@@ -249,7 +251,7 @@ class TestSchema(StoreTestCase):
         with Store(self.path) as s:
             s.add_observation("pulse", {"x": 1}, ts=1)
         with Store(self.path) as s:
-            self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0})
+            self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0, "injected": 0})
 
     def test_pragmas(self):
         conn = self.open().conn
@@ -282,7 +284,7 @@ class TestSchema(StoreTestCase):
 
         with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS + [add_column]):
             with Store(self.path) as s:
-                self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0})
+                self.assertEqual(s.count_observations("pulse"), {"real": 1, "synthetic": 0, "injected": 0})
         self.assertEqual(self.version(), len(store_module.MIGRATIONS) + 1)
         columns = [r[1] for r in self.raw().execute("PRAGMA table_info(alerts)")]
         self.assertIn("channel", columns)
@@ -773,8 +775,8 @@ class TestJSONL(StoreTestCase):
         b.import_jsonl(io.StringIO(out.getvalue()))
         again = b.import_jsonl(io.StringIO(out.getvalue()))
         self.assertEqual(again, ImportReport(imported=0, skipped=[], duplicates=4))
-        self.assertEqual(b.count_observations("pulse"), {"real": 2, "synthetic": 1})
-        self.assertEqual(b.count_observations("drift"), {"real": 1, "synthetic": 0})
+        self.assertEqual(b.count_observations("pulse"), {"real": 2, "synthetic": 1, "injected": 0})
+        self.assertEqual(b.count_observations("drift"), {"real": 1, "synthetic": 0, "injected": 0})
         # and importing into the database it came from changes nothing either
         self.assertEqual(a.import_jsonl(io.StringIO(out.getvalue())).imported, 0)
 
