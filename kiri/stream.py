@@ -64,8 +64,7 @@ class StreamDetector:
             self._learn_probation()
             return 0.0
         self.ids.append(self._row_ids(self.rows[-1]))
-        self.last_raw = self._raw_surprise(len(self.ids) - 1)
-        score = self.likelihood.update(self.last_raw)
+        score = self.likelihood.update(self._raw_surprise(len(self.ids) - 1))
         if (n - self.probation) % self.online_every == 0:
             self._train(self._windows(max(self.window, len(self.ids) - self.recent), len(self.ids)),
                         self.online_steps, self.online_lr)
