@@ -515,15 +515,8 @@ def run_bench_speed(args):
 
 
 def run_bench_nab(args):
-    from pathlib import Path
     from .bench import nab
-    windows = args.windows
-    if windows is None:
-        for candidate in (Path(args.data) / "dev_windows.json", Path(args.data) / "labels" / "combined_windows.json"):
-            if candidate.exists():
-                windows = candidate
-                break
-    nab.run(args.data, args.out, pattern=args.files, jobs=args.jobs, windows_file=windows, report=print_flush)
+    nab.run(args.data, args.out, pattern=args.files, jobs=args.jobs, windows_file=args.windows, report=print_flush)
 
 
 def run_bench_nab_score(args):

@@ -1,5 +1,6 @@
 """The streaming detector and what it added to the shared parts: learned buckets, likelihood."""
 
+import json
 import math
 import random
 import tempfile
@@ -135,6 +136,18 @@ class BenchCommand(CommandLineAssertions, unittest.TestCase):
         lines = (self.root / "results" / "kiri" / "mine" / "kiri_one.csv").read_text().splitlines()
         self.assertEqual(lines[0], "timestamp,value,anomaly_score,label")
         self.assertEqual([line.split(",")[0] for line in lines[1:]], [ts for ts, _ in rows])
+        self.assertEqual({line.split(",")[3] for line in lines[1:]}, {"0"}, "no windows file: no labels")
+
+        # The corpus's own windows file (as in ../shared/nab) fills the label column, and
+        # nothing else: the detector never reads it. Parallel processes give the same scores.
+        (self.root / "dev_windows.json").write_text(
+            json.dumps({"mine/one.csv": [[rows[300][0] + ".000000", rows[309][0] + ".000000"]]}))
+        proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "labelled", "--jobs", 2,
+                        home=self.root)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        labelled = (self.root / "labelled" / "kiri" / "mine" / "kiri_one.csv").read_text().splitlines()
+        self.assertEqual([line.split(",")[3] for line in labelled[1:]], ["1" if 300 <= i <= 309 else "0" for i in range(400)])
+        self.assertEqual([line.rsplit(",", 1)[0] for line in labelled], [line.rsplit(",", 1)[0] for line in lines])
 
     def test_bad_value_names_the_file_and_line(self):
         rows = [(f"2020-01-01 00:{i:02d}:00", "1.0") for i in range(50)]

@@ -2,22 +2,20 @@
 
 For every CSV under DATA/data/<category>/ it writes RESULTS/kiri/<category>/kiri_<file>.csv
 (`timestamp,value,anomaly_score,label`, the data file's rows in order). The detector never
-reads the windows or labels; `label` is filled from the windows file only if one is given,
-so that NAB's own tools can read the results. One configuration for every file.
+reads the windows or labels; `label` is filled from a windows file (the one given, or the
+corpus's own: default_windows) so that NAB's own tools can read the results. One configuration for every file.
 """
 
+import contextlib
 import multiprocessing
 import time
+from pathlib import Path
 
 from ..stream import StreamDetector
 from . import nab_io
+from .nab_score import probation_rows   # the rows NAB never scores: the detector's to learn from
 
 DETECTOR = "kiri"
-
-
-def probation_rows(n):
-    """NAB's probation: the first min(floor(0.15·N), 750) rows are never scored."""
-    return min(int(0.15 * n), 750)
 
 
 def hour_of(timestamp):
@@ -43,23 +41,32 @@ def run_file(job):
     return category, path.name, len(values), time.monotonic() - start
 
 
+def default_windows(data_dir):
+    """The windows file a NAB corpus ships, if any: DIR/dev_windows.json (../shared/nab)
+    or DIR/labels/combined_windows.json (NAB's own layout)."""
+    for candidate in (Path(data_dir) / "dev_windows.json", Path(data_dir) / "labels" / "combined_windows.json"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
 def run(data_dir, results_dir, pattern=None, jobs=1, windows_file=None, report=print):
-    """Run the detector over every data file (in `jobs` processes); returns the per-file results."""
+    """Run the detector over every data file (in `jobs` processes); returns the per-file results.
+    windows_file (default: default_windows) only fills the results' label column."""
     files = nab_io.data_files(data_dir, pattern)
+    windows_file = windows_file or default_windows(data_dir)
     windows = nab_io.read_windows(windows_file) if windows_file else None
     job_list = [(category, path, results_dir, windows) for category, path in files]
     done = []
     start = time.monotonic()
-    if jobs > 1:
-        with multiprocessing.Pool(jobs) as pool:
-            for result in pool.imap_unordered(run_file, job_list):
-                done.append(result)
-                report(f"{len(done)}/{len(job_list)} {result[0]}/{result[1]}: {result[2]} rows in {result[3]:.1f}s")
-    else:
-        for job in job_list:
-            result = run_file(job)
-            done.append(result)
-            report(f"{len(done)}/{len(job_list)} {result[0]}/{result[1]}: {result[2]} rows in {result[3]:.1f}s")
+    with contextlib.ExitStack() as stack:
+        if jobs > 1:
+            results = stack.enter_context(multiprocessing.Pool(jobs)).imap_unordered(run_file, job_list)
+        else:
+            results = map(run_file, job_list)
+        for category, name, rows, seconds in results:
+            done.append((category, name, rows, seconds))
+            report(f"{len(done)}/{len(job_list)} {category}/{name}: {rows} rows in {seconds:.1f}s")
     rows = sum(r[2] for r in done)
     report(f"{len(done)} files, {rows} rows in {time.monotonic() - start:.1f}s with {jobs} job(s)")
     return done
