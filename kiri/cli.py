@@ -16,6 +16,7 @@ from .core.engines import ENGINES
 from .core.sample import DEFAULT_TEMPERATURE
 from .core.train import Progress
 from .atoms import BUILTIN
+from .atoms.drift.schema import EVENTS as DRIFT_EVENTS
 from .errors import KiriError
 
 EXIT_USER_ERROR = 1
@@ -53,7 +54,7 @@ def _number(text, kind, ok, wanted):
 
 def add_training_flags(p, steps, seed=42):
     p.add_argument("--steps", type=positive_int, default=steps,
-                   help=f"training steps (default {steps if steps else 'the atom' + chr(39) + 's, 500'})")
+                   help="training steps (default %s)" % (steps or "the atom's, 500"))
     p.add_argument("--seed", type=nonnegative_int, default=seed, help=f"random seed (default {seed})")
     p.add_argument("--batch", type=positive_int, default=1, help="sequences per step, gradients averaged (default 1)")
     p.add_argument("--metrics", metavar="FILE", help="write one JSON line per step (step, loss, lr, seconds)")
@@ -61,10 +62,8 @@ def add_training_flags(p, steps, seed=42):
 
 
 def add_engine_flag(p):
-    p.add_argument("--engine", choices=ENGINES, default=None,
+    p.add_argument("--engine", choices=ENGINES,
                    help="fast (default), value (scalar autograd reference) or torch (optional)")
-
-
 
 
 def required_subcommands(parser, dest, metavar):
@@ -74,21 +73,10 @@ def required_subcommands(parser, dest, metavar):
     return sub
 
 
-def add_home_flag(p):
+def add_home_and_run(p, run, **defaults):
+    """The end of a command that works in a KIRI home: --home (listed last), and what runs it."""
     p.add_argument("--home", metavar="DIR", help="KIRI home directory (default $KIRI_HOME or ~/.kiri)")
-
-
-def add_atom_commands(commands, atom):
-    """`kiri <atom> collect|train|score` for a built-in atom."""
-    group = commands.add_parser(atom, help=f"the {atom} atom: collect, train, score")
-    add_atom_verbs(group, atom)
-
-
-def add_declared_atom_commands(commands):
-    """`kiri atom NAME collect|train|score` for an atom declared in config.ini ([atom:NAME])."""
-    group = commands.add_parser("atom", help="your own atom, declared in config.ini: collect, train, score")
-    group.add_argument("atom", metavar="NAME", help="the name in its [atom:NAME] section")
-    add_atom_verbs(group, None)
+    p.set_defaults(run=run, **defaults)
 
 
 def add_atom_verbs(group, atom):
@@ -108,22 +96,19 @@ def add_atom_verbs(group, atom):
     p.add_argument("--synthetic", "--dry-run", dest="synthetic", type=positive_int, metavar="N",
                    help="instead, write N synthetic observations with daily/weekly patterns, ending now")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the synthetic history (default 0)")
-    add_home_flag(p)
-    p.set_defaults(run=run_collect, **atom_default)
+    add_home_and_run(p, run_collect, **atom_default)
 
     p = verbs.add_parser("train", help="train on the stored history, calibrate the threshold, save weights")
     add_training_flags(p, steps=None)
     p.add_argument("--real-only", action="store_true", help="leave synthetic observations out")
     p.add_argument("--days", type=positive_float, help="only the last N days of history")
-    add_home_flag(p)
-    p.set_defaults(run=run_train, **atom_default)
+    add_home_and_run(p, run_train, **atom_default)
 
     p = verbs.add_parser("score", help="score an observation (or the latest stored one) and explain it")
     p.add_argument("--obs", metavar="TEXT", help="values ('C=95 M=90 …') or tokens ('C9 M9 …'); default: the latest stored")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_engine_flag(p)
-    add_home_flag(p)
-    p.set_defaults(run=run_score, **atom_default)
+    add_home_and_run(p, run_score, **atom_default)
 
 
 def add_loop_commands(commands):
@@ -132,48 +117,40 @@ def add_loop_commands(commands):
     p.add_argument("--once", action="store_true", help="run one full cycle and exit (for cron and tests)")
     p.add_argument("--inject", nargs=2, metavar=("ATOM", "OBS"), action="append",
                    help="with --once: use this reading instead of collecting one, e.g. pulse \"C=95 M=90 …\"")
-    add_home_flag(p)
-    p.set_defaults(run=run_daemon)
+    add_home_and_run(p, run_daemon)
     sub = p.add_subparsers(dest="daemon_verb", metavar="install", parser_class=Parser)
     q = sub.add_parser("install", help="write a launchd agent, a systemd user unit, or print a cron line")
     kind = q.add_mutually_exclusive_group(required=True)
     for name in ("launchd", "systemd", "cron"):
         kind.add_argument(f"--{name}", dest="kind", action="store_const", const=name)
     q.add_argument("--print", action="store_true", help="show the file instead of writing it")
-    add_home_flag(q)
-    q.set_defaults(run=run_daemon_install)
+    add_home_and_run(q, run_daemon_install)
 
     p = commands.add_parser("status", help="each atom (trained? when? threshold), the last cycle, pending alerts")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_home_flag(p)
-    p.set_defaults(run=run_status)
+    add_home_and_run(p, run_status)
 
     p = commands.add_parser("alerts", help="list alerts with ids, state and feedback; `alerts test` sends a test alert")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.add_argument("--limit", type=positive_int, default=50, help="how many, newest first (default 50)")
-    add_home_flag(p)
-    p.set_defaults(run=run_alerts)
+    add_home_and_run(p, run_alerts)
     sub = p.add_subparsers(dest="alerts_verb", metavar="test", parser_class=Parser)
     q = sub.add_parser("test", help="send a test alert with buttons through every configured sink")
-    add_home_flag(q)
-    q.set_defaults(run=run_alerts_test)
+    add_home_and_run(q, run_alerts_test)
 
     p = commands.add_parser("feedback", help="answer an alert: approve (it mattered) or dismiss (it did not)")
     p.add_argument("alert_id", type=positive_int, metavar="ALERT-ID")
     p.add_argument("verdict", choices=("approve", "dismiss"))
-    add_home_flag(p)
-    p.set_defaults(run=run_feedback)
+    add_home_and_run(p, run_feedback)
 
     p = commands.add_parser("nerve", help="the meta-atom: train it on the stored decisions and answers")
     verbs = required_subcommands(p, "verb", "VERB")
     q = verbs.add_parser("train", help="train Nerve on every stored decision (answers override the rule)")
     add_engine_flag(q)
-    add_home_flag(q)
-    q.set_defaults(run=run_nerve_train)
+    add_home_and_run(q, run_nerve_train)
 
     p = commands.add_parser("init", help="create KIRI_HOME with a commented config.ini (mode 0600)")
-    add_home_flag(p)
-    p.set_defaults(run=run_init)
+    add_home_and_run(p, run_init)
 
 
 def build_parser():
@@ -197,27 +174,28 @@ def build_parser():
     add_engine_flag(p)
     p.set_defaults(run=run_names_sample)
 
+    # `kiri <atom> VERB` for each built-in atom, `kiri atom NAME VERB` for one declared in config.ini.
     for atom in BUILTIN:
-        add_atom_commands(commands, atom)
-    add_declared_atom_commands(commands)
+        group = commands.add_parser(atom, help=f"the {atom} atom: collect, train, score")
+        add_atom_verbs(group, atom)
+    group = commands.add_parser("atom", help="your own atom, declared in config.ini: collect, train, score")
+    group.add_argument("atom", metavar="NAME", help="the name in its [atom:NAME] section")
+    add_atom_verbs(group, None)
 
     p = commands.add_parser("task", help="log one task event for Drift: add, done or switch")
-    p.add_argument("kind", choices=("add", "done", "switch"), help="a task added, completed, or a project switch")
+    p.add_argument("kind", choices=tuple(DRIFT_EVENTS), help="a task added, completed, or a project switch")
     p.add_argument("project", nargs="?", default="", help="project name (optional)")
-    add_home_flag(p)
-    p.set_defaults(run=run_task)
+    add_home_and_run(p, run_task)
 
     p = commands.add_parser("export", help="write stored observations as JSON lines")
     p.add_argument("--atom", help="only this atom's observations")
     p.add_argument("--format", choices=("jsonl",), default="jsonl", help="output format (jsonl)")
     p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
-    add_home_flag(p)
-    p.set_defaults(run=run_export)
+    add_home_and_run(p, run_export)
 
     p = commands.add_parser("import", help="read observations from a JSON-lines file (bad lines are reported and skipped)")
     p.add_argument("file", metavar="FILE.jsonl")
-    add_home_flag(p)
-    p.set_defaults(run=run_import)
+    add_home_and_run(p, run_import)
 
     add_loop_commands(commands)
 
@@ -239,11 +217,9 @@ def build_parser():
     p.add_argument("--out", required=True, metavar="RESULTS", help="results root (RESULTS/kiri/<category>/…)")
     p.add_argument("--files", metavar="GLOB", help='only these, e.g. "realAWSCloudwatch/*.csv"')
     p.add_argument("--jobs", type=positive_int, default=1, help="files in parallel processes (default 1)")
-    p.add_argument("--windows", metavar="FILE",
-                   help="windows file, used only to fill the label column (default: DIR/dev_windows.json or "
-                        "DIR/labels/combined_windows.json if present)")
+    p.add_argument("--windows", metavar="FILE", help="windows file, used only to fill the label column "
+                   "(default: DIR/dev_windows.json or DIR/labels/combined_windows.json if present)")
     p.set_defaults(run=run_bench_nab)
-
     p = bench_kinds.add_parser("nab-score", help="score NAB results with NAB's rules: three profiles, optimised threshold")
     p.add_argument("--data", metavar="DIR", required=True, help="NAB corpus directory (holds data/<category>/<file>.csv)")
     p.add_argument("--windows", metavar="FILE", required=True, help="anomaly windows JSON file")
@@ -254,24 +230,19 @@ def build_parser():
     return parser
 
 
-@contextlib.contextmanager
 def metrics_file(path):
-    """The --metrics file opened for writing, or None when not asked for."""
+    """The --metrics file opened for writing, or (when not asked for) a context that gives None."""
     if not path:
-        yield None
-        return
+        return contextlib.nullcontext()
     try:
-        f = open(path, "w", encoding="utf-8")
+        return open(path, "w", encoding="utf-8")
     except OSError as e:
         raise KiriError(f"cannot write metrics file {path}: {e.strerror}") from None
-    with f:
-        yield f
 
 
 def settings_for(args):
     from .config import load_settings
     return load_settings(home=getattr(args, "home", None), engine=getattr(args, "engine", None))
-
 
 
 def run_names_train(args):
@@ -285,9 +256,8 @@ def run_names_train(args):
 
 def run_names_sample(args):
     from . import names
-    settings = settings_for(args)
     for name in names.sample_names(n=args.n, temperature=args.temperature, weights=args.weights or names.WEIGHTS,
-                                   seed=args.seed, engine=settings.engine):
+                                   seed=args.seed, engine=settings_for(args).engine):
         print(name)
 
 
@@ -344,25 +314,21 @@ def run_score(args):
     module = verbs.atom_module(args.atom, settings)
     with opened_store(settings) as store:
         result = verbs.score(module, settings, store, obs=args.obs)
-    if args.json:
-        print(json.dumps(result.to_json()))
-    else:
-        print(result.explain())
+    print(json.dumps(result.to_json()) if args.json else result.explain())
 
 
 def run_task(args):
-    settings = settings_for(args)
-    with opened_store(settings) as store:
+    from .atoms.drift import schema as drift
+    with opened_store(settings_for(args)) as store:
         try:
-            store.add_event("drift", args.kind, args.project)
+            drift.log_event(store, args.kind, args.project)
         except ValueError as e:
             raise KiriError(f"task: {e}") from None
     print(f"drift: logged task {args.kind}" + (f" ({args.project})" if args.project else ""))
 
 
 def run_export(args):
-    settings = settings_for(args)
-    with opened_store(settings) as store:
+    with opened_store(settings_for(args)) as store:
         if args.out:
             try:
                 with open(args.out, "w", encoding="utf-8") as f:
@@ -391,9 +357,8 @@ def run_import(args):
 
 
 def run_daemon(args):
-    from . import daemon
+    from . import daemon, notify
     from .atoms import verbs
-    from .notify import telegram
     settings = settings_for(args).check()
     if args.inject and not args.once:
         raise KiriError("--inject goes with --once")
@@ -410,7 +375,7 @@ def run_daemon(args):
                 raise KiriError(f"--inject {atom}: give values (C=95 M=90 …), not tokens")
             inject[atom] = values
         daemon.setup_logging(settings)
-        d = daemon.Daemon(settings, store, bot=telegram.from_settings(settings))
+        d = daemon.Daemon(settings, store, sinks=notify.sinks_from_settings(settings))
         if args.once:
             print(daemon.describe_cycle(d.cycle(inject=inject)))
         else:
@@ -421,10 +386,9 @@ def run_daemon(args):
 
 def run_daemon_install(args):
     from . import units
-    settings = settings_for(args)
     # Settings from the shell reach the service too; units.install leaves secrets out and says so.
     env = {k: v for k, v in os.environ.items() if k.startswith("KIRI_") and k != "KIRI_HOME"}
-    installed = units.install(args.kind, print_only=args.print, home=settings.home, env=env)
+    installed = units.install(args.kind, print_only=args.print, home=settings_for(args).home, env=env)
     if args.print or installed.path is None:
         print(installed.text, end="" if installed.text.endswith("\n") else "\n")
     if installed.path is not None:
@@ -442,10 +406,12 @@ def run_status(args):
 
 
 def run_alerts(args):
-    settings = settings_for(args)
-    with opened_store(settings) as store:
+    from .atoms.score import Score
+    with opened_store(settings_for(args)) as store:
         alerts = store.alerts(limit=args.limit)
     if args.json:
+        for a in alerts:  # one Score form, also for alerts stored by an older KIRI
+            a["details"]["scores"] = [Score.from_json(s).to_json() for s in a["details"].get("scores") or []]
         print(json.dumps(alerts))
         return
     if not alerts:
@@ -457,27 +423,30 @@ def run_alerts(args):
 
 
 def run_alerts_test(args):
-    from .notify import telegram
+    from . import daemon, notify
+    from .alerts import Alert
+    from .outbox import SinkError
     settings = settings_for(args)
-    bot = telegram.from_settings(settings)
+    sinks = notify.sinks_from_settings(settings)
     with opened_store(settings) as store:
-        alert_id = store.add_alert("nerve", "KIRI test alert: if you can read this, alerts reach you.",
-                                   situation="test")
-        print(f"log: test alert {alert_id} written to the store (`kiri alerts` lists it)")
-        if bot is None:
-            print("telegram: not configured (set KIRI_TELEGRAM_TOKEN and KIRI_TELEGRAM_CHAT_ID)")
-            return
+        text = "KIRI test alert: if you can read this, alerts reach you."
+        alert_id = store.add_alert("nerve", text, situation="test")
+    print(f"test alert {alert_id} written to the store (`kiri alerts` lists it)")
+    daemon.setup_logging(settings)
+    alert = Alert(alert_id, f"{text} The buttons record an answer to this test alert.", host=settings.host)
+    for sink in sinks:
         try:
-            message_id = bot.send_alert("KIRI test alert: if you can read this, alerts reach you. "
-                                        "The buttons record an answer to this test alert.", alert_id)
-        except telegram.TelegramError as e:
-            raise KiriError(f"telegram: the test alert did not arrive: {e}") from None
-        print(f"telegram: delivered (message {message_id})")
+            message_id = sink.send(alert)
+        except SinkError as e:
+            raise KiriError(f"{sink.name}: the test alert did not arrive: {e}") from None
+        print(f"{sink.name}: delivered" + (f" (message {message_id})" if message_id is not None else
+                                           f" to {settings.log_path}" if sink.name == "log" else ""))
+    if not any(sink.name == "telegram" for sink in sinks):
+        print("telegram: not configured (set KIRI_TELEGRAM_TOKEN and KIRI_TELEGRAM_CHAT_ID)")
 
 
 def run_feedback(args):
-    settings = settings_for(args)
-    with opened_store(settings) as store:
+    with opened_store(settings_for(args)) as store:
         try:
             replaced = store.add_feedback(args.alert_id, args.verdict)
         except KeyError:
@@ -486,20 +455,18 @@ def run_feedback(args):
 
 
 def run_nerve_train(args):
-    from . import daemon
-    from .atoms import verbs
+    from .atoms import nerve, verbs
     settings = settings_for(args)
     with opened_store(settings) as store:
         labelled = store.labelled_decisions()
-        daemon.train_nerve(settings, store, list(verbs.all_atoms(settings)), labelled)
+        nerve.train(list(verbs.all_atoms(settings)), labelled, settings.weights_path("nerve"), engine=settings.engine)
     answers = sum(1 for d in labelled if d["verdict"])
     print(f"nerve: trained on {len(labelled)} decisions ({answers} answered); saved {settings.weights_path('nerve')}")
 
 
 def run_init(args):
     from .config import write_default_config
-    settings = settings_for(args)
-    path = write_default_config(settings.home)
+    path = write_default_config(settings_for(args).home)
     print(f"created {path} (mode 0600): edit it, then run `kiri daemon --once`")
 
 
@@ -545,8 +512,3 @@ def main(argv=None):
 def main_exit():
     """Entry point of the `kiri` console script."""
     sys.exit(main())
-
-
-def run_atom_verb(atom, verb):
-    """Entry point of `python -m kiri.atoms.<atom>.<verb>`."""
-    sys.exit(main([atom, verb] + sys.argv[1:]))

@@ -1,11 +1,12 @@
-"""Composition: Pipe, Loop and Molecule — how atoms are wired into a monitor.
+"""Composition: Pipe and Molecule — how atoms are wired into a monitor.
 
 A Pipe runs named stages in order, each a plain function whose output is the next
 one's input, and records each stage's time and outcome. A stage that raises stops its
 own pipe (the later stages are recorded as skipped) but nothing else: whoever runs
-several pipes — a Molecule — goes on with the others. A Loop runs a pipe again and
-again, feeding each result back as the next input: the feedback path. A Molecule is
-the set of atoms plus Nerve wired as collect → score → decide → act.
+several pipes — a Molecule — goes on with the others. A Molecule is the set of atoms
+plus Nerve wired as collect → score → decide → act: the daemon's cycle is one
+Molecule.cycle(). The loop closes through the store, not through a return value: the
+owner's answers are stored as feedback and become Nerve's training data.
 """
 
 import time
@@ -60,24 +61,6 @@ class Pipe:
             run.stages.append(StageRecord(stage_name, "ok", self.clock() - start))
         run.output = None if failed else value
         return run
-
-
-class Loop:
-    """A pipe whose result feeds back as the next input."""
-
-    def __init__(self, pipe, initial=None):
-        self.pipe, self.state = pipe, initial
-        self.runs = 0
-
-    def step(self):
-        run = self.pipe.run(self.state)
-        if run.ok:
-            self.state = run.output
-        self.runs += 1
-        return run
-
-    def run(self, times):
-        return [self.step() for _ in range(times)]
 
 
 @dataclass

@@ -8,6 +8,7 @@ must not be readable by others (chmod 600), or KIRI refuses it.
 
 import configparser
 import os
+import socket
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,11 @@ from pathlib import Path
 from .core.engines import DEFAULT_ENGINE, ENGINES
 from .atoms import RESERVED
 from .errors import KiriError
-
-DEFAULT_HOME = "~/.kiri"
+from .ground import default_home
 
 # key -> (default, what it means). Values are text, as a config file or the environment gives them.
 KEYS = {
+    "host_name": ("", "this machine's name in alerts, status and exports; empty = its short hostname"),
     "engine": (DEFAULT_ENGINE, "fast, value (the scalar-autograd reference) or torch (optional)"),
     "pulse_source": ("system", "system (this machine) or mikrotik"),
     "pulse_disk": ("", "path whose volume D measures; empty = / (Linux) or the data volume (macOS)"),
@@ -106,6 +107,10 @@ class Settings:
         return [Path(p).expanduser() for p in text.split(os.pathsep) if p.strip()]
 
     @property
+    def host(self):
+        return self.get("host_name").strip() or socket.gethostname().split(".")[0]
+
+    @property
     def db_path(self):
         return self.home / "kiri.db"
 
@@ -124,7 +129,7 @@ class Settings:
 def load_settings(home=None, engine=None, env=None):
     """Resolve every setting; `home` and `engine` are the command-line flags (None = not given)."""
     env = os.environ if env is None else env
-    home_path = Path(home or env.get("KIRI_HOME") or DEFAULT_HOME).expanduser()
+    home_path = Path(home).expanduser() if home else default_home(env)
     values = dict(DEFAULTS)
     file_values, atoms = read_config_file(Path(env.get("KIRI_CONFIG") or home_path / "config.ini"))
     values.update(file_values)

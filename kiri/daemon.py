@@ -9,8 +9,8 @@ One cycle (`kiri daemon --once`, or every `tick` seconds in `kiri daemon`):
    recent score, no weights, or no source here is *absent*, never "0 = normal") and the
    highest likelihood, and decides: ok, alert or suppress;
 3. acting: an alert is stored, merged with a repeat of the same situation inside the
-   cooldown, and queued for Telegram (or written to the log when Telegram is not set up);
-4. housekeeping: Telegram's outbox is delivered and its button presses become feedback;
+   cooldown, and queued for every sink (the log, Telegram, …) in the same transaction;
+4. housekeeping: each sink's outbox is delivered and its answers become feedback;
    Nerve retrains after every few answers and daily; each atom retrains on its last
    days on a schedule (`retrain:<atom>:7d`), and a declared atom with enough readings
    but no weights is trained (`spawn:<atom>`).
@@ -25,9 +25,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .atoms import verbs
-from .atoms.atom import MIN_OBSERVATIONS, Atom, verdict_of
-from .atoms.nerve import schema as nerve
+from . import outbox
+from .alerts import format_alert, same_situation, situation_of
+from .atoms import nerve, verbs
+from .atoms.atom import Atom
+from .atoms.score import Score
 from .atoms.sources import CollectorError
 from .compose import Molecule, Pipe
 from .core.weights import previous_path
@@ -39,7 +41,6 @@ HEARTBEAT_KEY = "daemon.heartbeat"
 LAST_CYCLE_KEY = "daemon.last_cycle"
 NERVE_TRAINED_KEY = "nerve.trained_at"
 NERVE_ANSWERS_KEY = "nerve.answers_at_training"
-SURPRISING = 2.0          # a token this surprising (nats) is named in an alert
 
 
 def setup_logging(settings, level=logging.INFO):
@@ -68,10 +69,11 @@ class CycleResult:
 
 
 class Daemon:
-    def __init__(self, settings, store, clock=time.time, bot=None):
+    def __init__(self, settings, store, clock=time.time, sinks=None):
+        """`sinks`: where alerts go (kiri.notify.sinks_from_settings); the log alone by default."""
         self.settings, self.store, self.clock = settings, store, clock
         self.modules = verbs.all_atoms(settings)
-        self.bot = bot
+        self.sinks = [outbox.LogSink()] if sinks is None else list(sinks)
         self.stop_event = threading.Event()
         self._atoms = {}  # name -> (weights file stamp, Atom): a file is parsed again only when it changes
 
@@ -111,9 +113,7 @@ class Daemon:
             log.error("%s %s failed:\n%s", pipe, stage, tb)
 
     def interval(self, name):
-        module = self.modules[name]
-        key = f"{name}_interval"
-        return self.settings.number(key) if key in self.settings.values else module.SPEC.interval
+        return self.modules[name].SPEC.interval
 
     def _collector(self, name, now, injected, result, collect_all=False):
         module = self.modules[name]
@@ -169,8 +169,9 @@ class Daemon:
                 continue
             latest = self.store.latest_scores(name, limit=1)
             if latest and now - latest[0]["ts"] <= 2 * self.interval(name) and latest[0]["threshold"]:
-                out.append(SimpleScore(name, latest[0]["score"], latest[0]["threshold"], latest[0]["tokens"],
-                                       latest[0]["likelihood"], self.settings.fraction("likelihood_alert")))
+                score = Score.from_json(latest[0])
+                score.unusual_at = self.settings.fraction("likelihood_alert")
+                out.append(score)
         return out
 
     def decide(self, fresh, now, result, injected=False):
@@ -205,30 +206,33 @@ class Daemon:
             log.info("repeat of alert %s within the cooldown: %s", earlier["id"], situation)
             result.alert = {"id": earlier["id"], "merged_into": earlier["id"], "message": earlier["message"]}
             return result.alert
-        from .notify.telegram import format_alert
         labels = {name: m.SPEC.labels for name, m in self.modules.items()}
-        message = format_alert([score_dict(s) for s in flagged], labels=labels) if flagged else \
-            f"KIRI alert: Nerve decided to alert on {describe_state(decision['state'])}"
+        host = self.settings.host
+        message = format_alert(flagged, labels=labels, host=host) if flagged else \
+            f"KIRI alert on {host}: Nerve decided to alert on {describe_state(decision['state'])}"
         main_atom = flagged[0].atom if flagged else "nerve"
+        # The alert and its outbox rows commit together: a kill in between cannot leave an
+        # alert that no sink will ever send.
         alert_id = self.store.add_alert(main_atom, message, decision_id=decision["id"], situation=situation,
-                                        details={"scores": [score_dict(s) for s in flagged]}, ts=now)
-        if self.bot is not None:
-            self.store.enqueue("telegram", {"text": message, "alert_id": alert_id}, f"alert:{alert_id}",
-                               alert_id=alert_id, ts=now)
-        else:
-            log.warning("ALERT %s: %s", alert_id, message.replace("\n", " | "))
+                                        details={"host": host, "scores": [s.to_json() for s in flagged]},
+                                        ts=now, sinks=[sink.name for sink in self.sinks])
         result.alert = {"id": alert_id, "merged_into": None, "message": message}
         return result.alert
 
     # --- housekeeping ----------------------------------------------------------------
 
     def deliver_and_poll(self, now, result):
-        if self.bot is None:
-            return
-        from .notify import telegram
-        telegram.deliver(self.store, self.bot, now)
-        for alert_id, verdict, replaced in telegram.poll(self.store, self.bot):
-            log.info("feedback from Telegram: alert %s %s%s", alert_id, verdict, " (replaced)" if replaced else "")
+        """Each sink: send what is due, then read its answers. A sink that cannot be reached
+        is one line in the log and in the cycle's errors; the others go on."""
+        for sink in self.sinks:
+            try:
+                outbox.deliver(self.store, sink, now)
+                for alert_id, verdict, replaced in sink.answers(self.store):
+                    log.info("feedback from %s: alert %s %s%s", sink.name, alert_id, verdict,
+                             " (replaced)" if replaced else "")
+            except KiriError as e:
+                result.errors.append((sink.name, "deliver", str(e)))
+                log.warning("%s: %s", sink.name, e)
 
     def housekeeping(self, now, result):
         self.maybe_retrain_nerve(now, result)
@@ -239,7 +243,7 @@ class Daemon:
             atom = self.atom(name)
             if not atom.trained:
                 if name in self.settings.atoms and \
-                        self.store.observation_count(name) >= self.settings.number("spawn_after"):
+                        sum(self.store.count_observations(name).values()) >= self.settings.number("spawn_after"):
                     self.meta(f"spawn:{name}", now, result)
                 continue
             trained_at = atom.weights.trained_on.get("to_ts") or 0
@@ -281,8 +285,8 @@ class Daemon:
         since_answers = answers - (self.store.get_kv(NERVE_ANSWERS_KEY) or 0)
         age = now - (self.store.get_kv(NERVE_TRAINED_KEY) or 0)
         if since_answers >= self.settings.number("nerve_retrain_answers") or age > 86400:
-            labelled = self.store.labelled_decisions()
-            train_nerve(self.settings, self.store, list(self.modules), labelled)
+            nerve.train(list(self.modules), self.store.labelled_decisions(), self.settings.weights_path("nerve"),
+                        engine=self.settings.engine)
             self.store.set_kv(NERVE_TRAINED_KEY, now)
             self.store.set_kv(NERVE_ANSWERS_KEY, answers)
             result.meta.append("retrain:nerve")
@@ -310,21 +314,6 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
 
 
-@dataclass
-class SimpleScore:
-    """A stored score, enough for Nerve's state and for an alert's situation."""
-    atom: str
-    score: float
-    threshold: float
-    tokens: list = field(default_factory=list)
-    likelihood: float = None
-    unusual_at: float = None
-
-    @property
-    def verdict(self):
-        return verdict_of(self.score, self.threshold, self.likelihood, self.unusual_at)
-
-
 def run_meta(action, settings, store, modules=None, now=None):
     """`retrain:<atom>:<days>d` or `spawn:<atom>`: train and atomically swap the weights."""
     modules = modules or verbs.all_atoms(settings)
@@ -338,59 +327,6 @@ def run_meta(action, settings, store, modules=None, now=None):
     raise KiriError(f"unknown meta-action {action!r}")
 
 
-def train_nerve(settings, store, atoms, labelled=None):
-    labelled = store.labelled_decisions() if labelled is None else labelled
-    if not labelled:
-        raise KiriError("nerve: no decisions stored yet; let the daemon run a few cycles first")
-    rows = len(nerve.training_history(labelled))
-    if rows < MIN_OBSERVATIONS:
-        answers = sum(1 for d in labelled if d["verdict"])
-        raise KiriError(f"nerve: {len(labelled)} decisions ({answers} answered) give {rows} training rows; need at "
-                        f"least {MIN_OBSERVATIONS} (an answer counts {nerve.ANSWER_WEIGHT}x, an injected decision "
-                        f"only once answered)")
-    return nerve.train(atoms, labelled, settings.weights_path("nerve"), engine=settings.engine)
-
-
-def situation_of(scores):
-    """What an alert is about: which atoms, and each one's surprising tokens ('pulse:C9+M9,rhythm:I0')."""
-    parts = []
-    for s in sorted(scores, key=lambda s: s.atom):
-        surprising = sorted(t["token"] for t in s.tokens if t.get("surprise", 0) > SURPRISING)
-        parts.append(s.atom + (":" + "+".join(surprising) if surprising else ""))
-    return ",".join(parts) or "unknown"
-
-
-def same_situation(a, b):
-    """Whether two situations are one thing happening again: the same atoms, and for each
-    atom at least half of the surprising tokens in common (Jaccard >= 0.5).
-
-    Not equality: two readings of one incident differ in which tokens just cross the
-    SURPRISING line, so an exact key sent a second alert for the same CPU-and-memory spike.
-    """
-    a, b = _situation_tokens(a), _situation_tokens(b)
-    if a.keys() != b.keys():
-        return False
-    for atom in a:
-        union = a[atom] | b[atom]
-        if union and 2 * len(a[atom] & b[atom]) < len(union):
-            return False
-    return True
-
-
-def _situation_tokens(situation):
-    """'pulse:C9+M9,rhythm' → {'pulse': {'C9', 'M9'}, 'rhythm': set()}."""
-    atoms = {}
-    for part in situation.split(","):
-        atom, _, tokens = part.partition(":")
-        atoms[atom] = set(tokens.split("+")) - {""}
-    return atoms
-
-
-def score_dict(s):
-    return {"atom": s.atom, "score": s.score, "threshold": s.threshold, "tokens": list(s.tokens),
-            "likelihood": s.likelihood, "unusual_at": s.unusual_at}
-
-
 def describe_state(state):
     return " ".join(f"{k}={'-' if v is None else round(v, 2)}" for k, v in state.items())
 
@@ -398,8 +334,7 @@ def describe_state(state):
 def summary(result):
     """What `kiri status` shows of the last cycle."""
     return {"ts": result.ts,
-            "scores": {s.atom: {"score": s.score, "threshold": s.threshold, "likelihood": s.likelihood,
-                                "verdict": s.verdict} for s in result.scores},
+            "scores": {s.atom: s.to_json() for s in result.scores},
             "absent": result.absent,
             "decision": None if result.decision is None else
             {k: result.decision[k] for k in ("id", "action", "probability", "source")},

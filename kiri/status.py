@@ -4,6 +4,7 @@ import math
 import time
 
 from .atoms import verbs
+from .atoms.score import Score
 from .core.weights import WeightsError
 from .daemon import HEARTBEAT_KEY, LAST_CYCLE_KEY
 
@@ -29,10 +30,12 @@ def collect_status(settings, store, now=None):
             entry["source"] = source_error
         latest = store.latest_scores(name, limit=1)
         if latest:
-            entry["last_score"] = {k: latest[0][k] for k in ("ts", "score", "threshold", "verdict", "likelihood")}
+            entry["last_score"] = dict(Score.from_json(latest[0]).to_json(), ts=latest[0]["ts"],
+                                       verdict=latest[0]["verdict"])
         atoms[name] = entry
     heartbeat = store.get_kv(HEARTBEAT_KEY)
     return {
+        "host": settings.host,
         "home": str(settings.home),
         "atoms": atoms,
         "nerve_trained": settings.weights_path("nerve").exists(),
@@ -54,7 +57,7 @@ def ago(seconds):
 
 def format_status(info, now=None):
     now = time.time() if now is None else now
-    lines = [f"KIRI home {info['home']}",
+    lines = [f"KIRI on {info['host']}, home {info['home']}",
              f"daemon heartbeat: {ago(info['heartbeat_age'])}"]
     for name, a in info["atoms"].items():
         obs = a["observations"]

@@ -10,7 +10,6 @@ transaction, and a busy timeout makes a writer wait its turn instead of failing.
 """
 
 import json
-import math
 import os
 import re
 import sqlite3
@@ -19,13 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import List, NamedTuple, Tuple
 
+from .ground import default_home, is_finite_number
+
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another writer's transaction
 
 ATOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
-# Drift's task events, and the value each kind is counted under when a period of
-# events becomes one observation: A(dded), C(ompleted), S(witched project).
-EVENT_KINDS = {"add": "A", "done": "C", "switch": "S"}
+# An event's kind is the atom's own short name for it (Drift: add, done, switch); the
+# store checks only its shape, and the atom's fold turns counts per kind into values.
+KIND_MAX = 32
 PROJECT_MAX = 200
 
 
@@ -132,11 +133,11 @@ def _migrate_0_to_1(conn):
 
 def _migrate_1_to_2(conn):
     # Drift's raw task events. The atom learns from periods, not single events, so
-    # aggregate_events() folds the pending events of a period into one observation
+    # fold_events() folds the pending events of a period into one observation
     # and records its id in period_id: NULL means "not counted yet", and an event is
     # never counted twice because only NULL rows are ever counted. The partial index
     # holds only pending rows, so finding them stays cheap however long history grows.
-    # kind is checked in Python, for the same reason as the enumerations above.
+    # kind is checked in Python (a short name; which kinds exist is the atom's business).
     conn.execute("""
         CREATE TABLE events (
             id        INTEGER PRIMARY KEY,
@@ -190,12 +191,11 @@ def _check_atom(atom):
 
 
 def _check_number(field, x):
-    # bool is an int subclass, but True is not a measurement.
+    if is_finite_number(x):
+        return x
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise ValueError("%s: must be a number, got %r" % (field, x))
-    if not math.isfinite(x):
-        raise ValueError("%s: must be finite, got %r" % (field, x))
-    return x
+    raise ValueError("%s: must be finite, got %r" % (field, x))
 
 
 def _check_values(values):
@@ -215,26 +215,14 @@ def _check_ts(ts):
     return float(_check_number("ts", ts))
 
 
-def _check_text(field, text):
-    if not isinstance(text, str):
-        raise ValueError("%s: must be a string, got %r" % (field, text))
+def _check_text(field, text, non_empty=False, limit=None):
+    # non_empty is for names (a sink, an action, a kind): free text may be empty, a name may not.
+    what = "a non-empty string" if non_empty else "a string"
+    if not isinstance(text, str) or (non_empty and not text):
+        raise ValueError("%s: must be %s, got %r" % (field, what, text))
+    if limit is not None and len(text) > limit:
+        raise ValueError("%s: must be at most %d characters, got %d" % (field, limit, len(text)))
     return text
-
-
-def _check_kind(kind):
-    # isinstance first: an unhashable kind (a list) would make `in` raise TypeError.
-    if not isinstance(kind, str) or kind not in EVENT_KINDS:
-        raise ValueError("kind: must be one of %s, got %r"
-                         % (", ".join(repr(k) for k in EVENT_KINDS), kind))
-    return kind
-
-
-def _check_project(project):
-    _check_text("project", project)
-    if len(project) > PROJECT_MAX:
-        raise ValueError("project: must be at most %d characters, got %d"
-                         % (PROJECT_MAX, len(project)))
-    return project
 
 
 def _check_synthetic(synthetic):
@@ -256,12 +244,6 @@ def _check_choice(field, value, choices):
     return value
 
 
-def _check_name(field, text):
-    if not isinstance(text, str) or not text:
-        raise ValueError("%s: must be a non-empty string, got %r" % (field, text))
-    return text
-
-
 def _check_id(field, x, optional=False):
     if x is None and optional:
         return None
@@ -281,32 +263,29 @@ def _canonical_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _tokens_json(tokens):
-    try:
-        return _canonical_json([] if tokens is None else tokens)
-    except (TypeError, ValueError) as e:
-        raise ValueError("tokens: must be JSON with finite numbers: %s" % e) from None
-
-
 # ---------------------------------------------------------------------------
 
-def _query(select, where, order, limit=None):
+def _query(select, where, order=None, limit=None):
     """(sql, args): `select`, WHERE the (clause, value) pairs of `where` that apply, ORDER BY
-    `order`, LIMIT `limit` when given. A clause with a `?` applies when its value is not
+    `order` and LIMIT `limit` when given. A clause with a `?` applies when its value is not
     None and takes it as its argument; a clause without one applies when its value is True."""
     used = [(clause, value) for clause, value in where if value is not None and value is not False]
     sql = select + (" WHERE " + " AND ".join(clause for clause, _ in used) if used else "")
     args = [value for clause, value in used if "?" in clause]
-    sql += " ORDER BY " + order
+    if order is not None:
+        sql += " ORDER BY " + order
     if limit is not None:
         sql += " LIMIT ?"
         args.append(int(limit))
     return sql, args
 
 
-def default_home():
-    """KIRI_HOME from the environment, else ~/.kiri."""
-    return Path(os.environ.get("KIRI_HOME") or "~/.kiri").expanduser()
+def _decoded(row, *json_columns):
+    """A row as a dict, in the SELECT's column order, with the JSON text of json_columns decoded."""
+    result = dict(row)
+    for column in json_columns:
+        result[column] = json.loads(result[column])
+    return result
 
 
 def open_store(home=None):
@@ -360,24 +339,21 @@ class Store:
                     raise
                 time.sleep(0.01)
 
-    def _version(self):
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
-
-    def _check_not_too_new(self, version, target):
+    def _version(self, target):
+        # The schema version, refusing one from a newer KIRI: its tables may mean other things.
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > target:
             raise StoreError("%s has schema version %d, but this KIRI only knows versions up"
                              " to %d; upgrade KIRI to open it" % (self.path, version, target))
+        return version
 
     def _migrate(self):
         target = len(MIGRATIONS)
-        version = self._version()
-        self._check_not_too_new(version, target)
-        if version == target:
+        if self._version(target) == target:
             return
         with self._write():
             # Re-read under the write lock: another process may have migrated meanwhile.
-            version = self._version()
-            self._check_not_too_new(version, target)
+            version = self._version(target)
             for i in range(version, target):
                 try:
                     MIGRATIONS[i](self.conn)
@@ -474,27 +450,23 @@ class Store:
         sql, args = _query("SELECT * FROM observations",
                            [("atom = ?", atom), ("ts >= ?", since), ("ts < ?", until), ("synthetic = 0", real_only)],
                            "ts DESC, id DESC", limit)
-        rows = [self._observation(r) for r in self.conn.execute(sql, args)]
-        rows.reverse()
-        return rows
+        newest_first = [self._observation(r) for r in self.conn.execute(sql, args)]
+        return newest_first[::-1]
 
     def observation(self, observation_id):
-        """One observation by id, or None."""
         row = self.conn.execute("SELECT * FROM observations WHERE id = ?", (observation_id,)).fetchone()
         return None if row is None else self._observation(row)
 
     def latest_observation(self, atom, real_only=False):
-        """The newest observation of atom, or None."""
         rows = self.observations(atom, limit=1, real_only=real_only)
         return rows[0] if rows else None
 
-    def count_observations(self, atom):
-        """{"real": n, "synthetic": m, "injected": k} for atom: injected rows (`daemon
-        --inject`, made up by hand) are neither real readings nor synthetic history."""
+    def count_observations(self, atom=None):
+        """{"real": n, "synthetic": m, "injected": k} for atom (or all atoms): injected rows
+        (`daemon --inject`, made up by hand) are neither real readings nor synthetic history."""
         counts = {"real": 0, "synthetic": 0, "injected": 0}
-        for synthetic, injected, n in self.conn.execute(
-                "SELECT synthetic, source = 'inject', COUNT(*) FROM observations WHERE atom = ? GROUP BY 1, 2",
-                (atom,)):
+        sql, args = _query("SELECT synthetic, source = 'inject', COUNT(*) FROM observations", [("atom = ?", atom)])
+        for synthetic, injected, n in self.conn.execute(sql + " GROUP BY 1, 2", args):
             counts["injected" if injected else "synthetic" if synthetic else "real"] += n
         return counts
 
@@ -504,45 +476,40 @@ class Store:
         return [r[0] for r in self.conn.execute(
             "SELECT DISTINCT atom FROM observations ORDER BY atom")]
 
-    def observation_count(self, atom=None):
-        """How many observations (real and synthetic) atom has, or all atoms together."""
-        if atom is None:
-            return self.conn.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
-        return self.conn.execute("SELECT COUNT(*) FROM observations WHERE atom = ?",
-                                 (atom,)).fetchone()[0]
-
     # -- events ------------------------------------------------------------------
 
     def add_event(self, atom, kind, project="", ts=None):
-        """Store one task event (kind 'add', 'done' or 'switch') and return its id.
+        """Store one event of atom and return its id.
 
-        ts defaults to now. The event stays pending until aggregate_events() counts it.
+        kind is the atom's short name for what happened (e.g. Drift's 'add'); which
+        kinds exist is the atom's to check. ts defaults to now. The event stays
+        pending until fold_events() counts it.
         """
         row = (_check_atom(atom),
                self.clock() if ts is None else _check_ts(ts),
-               _check_kind(kind),
-               _check_project(project))
+               _check_text("kind", kind, non_empty=True, limit=KIND_MAX),
+               _check_text("project", project, limit=PROJECT_MAX))
         with self._write() as conn:
             return conn.execute("INSERT INTO events (atom, ts, kind, project) VALUES (?, ?, ?, ?)",
                                 row).lastrowid
 
     def pending_events(self, atom):
-        """Events of atom not yet counted by aggregate_events(), oldest first."""
-        return [{"id": r["id"], "atom": r["atom"], "ts": r["ts"], "kind": r["kind"],
-                 "project": r["project"], "period_id": r["period_id"]}
-                for r in self.conn.execute(
+        """Events of atom not yet counted by fold_events(), oldest first."""
+        return [dict(r) for r in self.conn.execute(
                     "SELECT * FROM events WHERE atom = ? AND period_id IS NULL"
                     " ORDER BY ts, id", (atom,))]
 
-    def aggregate_events(self, atom, until=None, ts=None, source="events"):
+    def fold_events(self, atom, fold, until=None, ts=None, source="events"):
         """Fold atom's pending events with ts < until into one observation; return its id.
 
-        The observation's values are {"A": adds, "C": dones, "S": switches}, at ts
-        (default: until, which defaults to now). The counted events are marked with
-        the observation's id, so they are never counted again. With no pending event
-        before until, nothing is written and the result is None.
+        fold(counts) gets {kind: number of those events} and returns the observation's
+        values, stored at ts (default: until, which defaults to now). The counted
+        events are marked with the observation's id, so they are never counted again.
+        With no pending event before until, nothing is written and the result is None.
         """
         _check_atom(atom)
+        if not callable(fold):
+            raise ValueError("fold: must be a function of the counts per kind, got %r" % (fold,))
         until = self.clock() if until is None else float(_check_number("until", until))
         ts = until if ts is None else _check_ts(ts)
         _check_text("source", source)
@@ -555,7 +522,8 @@ class Store:
                                        + " GROUP BY kind", (atom, until)).fetchall())
             if not counts:
                 return None
-            values = {key: counts.get(kind, 0) for kind, key in EVENT_KINDS.items()}
+            # A fold that raises or returns bad values rolls back: the events stay pending.
+            values = _check_values(fold(counts))
             try:
                 # Plain INSERT, not OR IGNORE: folding these events into an existing
                 # identical observation would silently lose them from the counts.
@@ -586,7 +554,7 @@ class Store:
                float(_check_number("score", score)),
                None if threshold is None else float(_check_number("threshold", threshold)),
                _check_text("verdict", verdict),
-               _tokens_json(tokens),
+               _json_field("tokens", [] if tokens is None else tokens),
                None if likelihood is None else float(_check_number("likelihood", likelihood)))
         with self._write() as conn:
             return conn.execute(
@@ -615,12 +583,9 @@ class Store:
 
     def latest_scores(self, atom=None, limit=10):
         """The newest scores (of atom, or of all atoms), newest first."""
-        sql, args = _query("SELECT * FROM scores", [("atom = ?", atom)], "ts DESC, id DESC", limit)
-        return [{"id": r["id"], "atom": r["atom"], "ts": r["ts"],
-                 "observation_id": r["observation_id"], "score": r["score"],
-                 "threshold": r["threshold"], "verdict": r["verdict"], "likelihood": r["likelihood"],
-                 "tokens": json.loads(r["tokens"])}
-                for r in self.conn.execute(sql, args)]
+        sql, args = _query("SELECT id, atom, ts, observation_id, score, threshold, verdict, likelihood, tokens"
+                           " FROM scores", [("atom = ?", atom)], "ts DESC, id DESC", limit)
+        return [_decoded(r, "tokens") for r in self.conn.execute(sql, args)]
 
     # -- decisions, alerts, feedback ---------------------------------------------
 
@@ -639,7 +604,7 @@ class Store:
                 raise ValueError("probability: must be between 0 and 1, got %r" % probability)
         row = (self.clock() if ts is None else _check_ts(ts),
                _json_field("state", state),
-               _check_name("action", action),
+               _check_text("action", action, non_empty=True),
                probability,
                _check_choice("source", source, DECISION_SOURCES))
         with self._write() as conn:
@@ -649,17 +614,16 @@ class Store:
     def decisions(self, since=None, limit=None):
         """Decisions with ts >= since, oldest first; limit keeps the newest `limit`."""
         sql, args = _query("SELECT * FROM decisions", [("ts >= ?", since)], "ts DESC, id DESC", limit)
-        rows = [{"id": r["id"], "ts": r["ts"], "state": json.loads(r["state"]),
-                 "action": r["action"], "probability": r["probability"], "source": r["source"]}
-                for r in self.conn.execute(sql, args)]
-        rows.reverse()
-        return rows
+        newest_first = [_decoded(r, "state") for r in self.conn.execute(sql, args)]
+        return newest_first[::-1]
 
-    def add_alert(self, atom, message, decision_id=None, situation="", details=None, ts=None):
+    def add_alert(self, atom, message, decision_id=None, situation="", details=None, ts=None, sinks=()):
         """Store one alert (state 'open') and return its id.
 
-        situation: what the alert is about, for merging repeats (see daemon.same_situation);
-        details: a JSON-able dict, e.g. scores and per-token explanations.
+        situation: what the alert is about, for merging repeats (see alerts.same_situation);
+        details: a JSON-able dict, e.g. the host and the scores with per-token explanations;
+        sinks: the names of the sinks it must reach: each gets an outbox row in the same
+        transaction, whose payload is the alert (alerts.Alert.to_json's form).
         """
         if details is not None and not isinstance(details, dict):
             raise ValueError("details: must be a dict, got %s" % type(details).__name__)
@@ -669,10 +633,17 @@ class Store:
                _check_text("message", message),
                _check_text("situation", situation),
                _json_field("details", {} if details is None else details))
+        sinks = [_check_text("sink", sink, non_empty=True) for sink in sinks]
         with self._write() as conn:
-            return conn.execute(
+            alert_id = conn.execute(
                 "INSERT INTO alerts (ts, decision_id, atom, message, situation, details)"
                 " VALUES (?, ?, ?, ?, ?, ?)", row).lastrowid
+            payload = _canonical_json(dict(json.loads(row[5]), id=alert_id, ts=row[0], atom=atom,
+                                           message=message, situation=situation))
+            conn.executemany("INSERT INTO outbox (ts, sink, payload, dedup_key, alert_id, next_try)"
+                             " VALUES (?, ?, ?, ?, ?, ?)",
+                             [(row[0], sink, payload, f"{sink}:alert:{alert_id}", alert_id, row[0]) for sink in sinks])
+            return alert_id
 
     _SELECT_ALERTS = ("SELECT a.*, f.verdict, f.reward, f.ts AS feedback_ts"
                       " FROM alerts a LEFT JOIN feedback f ON f.alert_id = a.id")
@@ -736,14 +707,12 @@ class Store:
         verdict and reward are None when no alert of the decision was answered. One
         row per decision: if several of its alerts were answered, the latest answer wins.
         """
-        sql, args = _query("SELECT d.*, f.verdict, f.reward FROM decisions d"
-                           " LEFT JOIN feedback f ON f.id = ("
+        sql, args = _query("SELECT d.id, d.ts, d.state, d.action, d.source, f.verdict, f.reward"
+                           " FROM decisions d LEFT JOIN feedback f ON f.id = ("
                            "   SELECT f2.id FROM alerts a JOIN feedback f2 ON f2.alert_id = a.id"
                            "   WHERE a.decision_id = d.id ORDER BY f2.ts DESC, f2.id DESC LIMIT 1)",
                            [("d.ts >= ?", since)], "d.ts, d.id")
-        return [{"id": r["id"], "ts": r["ts"], "state": json.loads(r["state"]),
-                 "action": r["action"], "source": r["source"], "verdict": r["verdict"],
-                 "reward": r["reward"]} for r in self.conn.execute(sql, args)]
+        return [_decoded(r, "state") for r in self.conn.execute(sql, args)]
 
     # -- outbox ------------------------------------------------------------------
 
@@ -753,8 +722,8 @@ class Store:
         payload: any JSON-able value (returned decoded by outbox_due). It is due at ts.
         """
         ts = self.clock() if ts is None else _check_ts(ts)
-        row = (ts, _check_name("sink", sink), _json_field("payload", payload),
-               _check_name("dedup_key", dedup_key),
+        row = (ts, _check_text("sink", sink, non_empty=True), _json_field("payload", payload),
+               _check_text("dedup_key", dedup_key, non_empty=True),
                _check_id("alert_id", alert_id, optional=True), ts)
         with self._write() as conn:
             # OR IGNORE: the row is validated above, so only the dedup_key can conflict.
@@ -763,17 +732,14 @@ class Store:
                                " VALUES (?, ?, ?, ?, ?, ?)", row)
             return cur.lastrowid if cur.rowcount else None
 
-    @staticmethod
-    def _outbox(r):
-        return {"id": r["id"], "ts": r["ts"], "sink": r["sink"],
-                "payload": json.loads(r["payload"]), "dedup_key": r["dedup_key"],
-                "alert_id": r["alert_id"], "attempts": r["attempts"]}
+    # What a sender needs to know about a message; outbox_row adds how its delivery went.
+    _OUTBOX_COLUMNS = "id, ts, sink, payload, dedup_key, alert_id, attempts"
 
     def outbox_due(self, sink, now):
         """Unsent messages of sink with next_try <= now, oldest first."""
-        return [self._outbox(r) for r in self.conn.execute(
-            "SELECT * FROM outbox WHERE sent_ts IS NULL AND sink = ? AND next_try <= ?"
-            " ORDER BY ts, id", (sink, now))]
+        return [_decoded(r, "payload") for r in self.conn.execute(
+            "SELECT " + self._OUTBOX_COLUMNS + " FROM outbox"
+            " WHERE sent_ts IS NULL AND sink = ? AND next_try <= ? ORDER BY ts, id", (sink, now))]
 
     def _update_outbox(self, outbox_id, sql, args):
         with self._write() as conn:
@@ -799,22 +765,14 @@ class Store:
 
     def outbox_pending(self, sink=None):
         """How many messages (of sink, or of all sinks) are not sent yet."""
-        sql = "SELECT COUNT(*) FROM outbox WHERE sent_ts IS NULL"
-        args = ()
-        if sink is not None:
-            sql += " AND sink = ?"
-            args = (sink,)
+        sql, args = _query("SELECT COUNT(*) FROM outbox", [("sent_ts IS NULL", True), ("sink = ?", sink)])
         return self.conn.execute(sql, args).fetchone()[0]
 
     def outbox_row(self, outbox_id):
         """Everything about one outbox row, or None."""
-        r = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
-        if r is None:
-            return None
-        row = self._outbox(r)
-        row.update(next_try=r["next_try"], sent_ts=r["sent_ts"], message_id=r["message_id"],
-                   last_error=r["last_error"])
-        return row
+        row = self.conn.execute("SELECT " + self._OUTBOX_COLUMNS + ", next_try, sent_ts, message_id, last_error"
+                                " FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+        return None if row is None else _decoded(row, "payload")
 
     def message_alert(self, sink, message_id):
         """The id of the alert that sink's sent message message_id carried, or None."""
@@ -826,7 +784,6 @@ class Store:
     # -- small persisted state ---------------------------------------------------
 
     def get_kv(self, key, default=None):
-        """The value stored under key, or default."""
         row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
@@ -840,16 +797,11 @@ class Store:
 
     def export_jsonl(self, fileobj, atom=None):
         """Write observations (of atom, or all) as JSON lines, oldest first; return the count."""
-        sql = "SELECT * FROM observations"
-        args = []
-        if atom is not None:
-            sql += " WHERE atom = ?"
-            args.append(atom)
-        sql += " ORDER BY ts, id"
+        sql, args = _query("SELECT * FROM observations", [("atom = ?", atom)], "ts, id")
         count = 0
         for row in self.conn.execute(sql, args):
-            line = {"atom": row["atom"], "ts": row["ts"], "values": json.loads(row["values"]),
-                    "source": row["source"], "synthetic": bool(row["synthetic"])}
+            line = self._observation(row)
+            del line["id"]  # ids are this database's own; an import gives each row a new one
             fileobj.write(json.dumps(line, allow_nan=False) + "\n")
             count += 1
         return count

@@ -20,8 +20,8 @@ uses only what it has seen so far:
    deviation above its usual level) the next `quiet` rows report just under `detect`,
    so one incident is one alert.
 
-The 50-row window, detect 0.05 and quiet 100 were chosen on the NAB files in
-../shared/nab — see README, "Detection quality", for what that means.
+The 50-row window, detect 0.05 and quiet 100 were chosen on the 28-file NAB development
+subset — see README, "Detection quality", for what that means.
 """
 
 import random

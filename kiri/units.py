@@ -2,8 +2,8 @@
 
 `kiri daemon install --launchd|--systemd|--cron [--print]` is a thin layer over
 `install()`; the three writers return text and touch nothing, so they can be read,
-tested and printed. Facts behind each choice are in ../shared/reference/
-launchd-systemd-cron.md (launchd.plist(5), systemd 252 man pages, crontab(5)).
+tested and printed. The facts behind each choice come from the man pages launchd.plist(5),
+systemd.service(5), systemd.exec(5), systemd.syntax(7) and crontab(5).
 
 What every unit gets, and why:
 - an absolute python (launchd has no shell and no PATH search worth the name; cron's
@@ -18,15 +18,16 @@ What every unit gets, and why:
 """
 
 import os
+import plistlib
 import re
 import shlex
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 from .errors import KiriError
+from .ground import atomic_write, default_home as _kiri_home
 from .paths import REPO
 
 LABEL = "com.kiri.daemon"
@@ -42,6 +43,7 @@ MODE = 0o644
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _SYSTEMD_SAFE = re.compile(r"[A-Za-z0-9_@+=:,./-]+\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")   # a newline would end the unit's line (or cron's entry)
 _AUTO = object()
 
 
@@ -57,19 +59,13 @@ class Installed(NamedTuple):
 
 # -- shared pieces ---------------------------------------------------------------------
 
-def is_secret(name):
-    """True for an environment variable name that must never be written into a unit file."""
-    upper = name.upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
-
-
 def split_env(env):
     """(kept, left_out): the variables safe to write, and the names of the secrets dropped."""
     kept, left_out = {}, []
     for name, value in (env or {}).items():
         if not _ENV_NAME.match(str(name)):
             raise UnitError(f"not an environment variable name: {name!r}")
-        if is_secret(name):
+        if any(marker in name.upper() for marker in SECRET_MARKERS):
             left_out.append(name)
         else:
             kept[name] = str(value)
@@ -82,12 +78,11 @@ def source_checkout(repo=REPO):
     return repo if (repo / "pyproject.toml").is_file() and (repo / "kiri" / "__init__.py").is_file() else None
 
 
-def default_home(user_home=None, environ=None):
-    """KIRI_HOME from the environment, else <user home>/.kiri; always absolute."""
-    environ = os.environ if environ is None else environ
-    if environ.get("KIRI_HOME"):
-        return _absolute(environ["KIRI_HOME"], "KIRI_HOME")
-    return _absolute(Path(user_home or Path.home()) / ".kiri", "home")
+def resolve_home(home=None, user_home=None):
+    """The KIRI_HOME a unit gets, absolute: home if given, else $KIRI_HOME, else <user home>/.kiri."""
+    if not home and user_home and not os.environ.get("KIRI_HOME"):
+        home = Path(user_home) / ".kiri"
+    return _absolute(home or _kiri_home(), "home")
 
 
 def resolve_python(python=None):
@@ -105,7 +100,7 @@ def resolve_python(python=None):
 
 def _absolute(path, what):
     text = os.path.abspath(os.path.expanduser(str(path)))
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+    if _CONTROL.search(text):
         raise UnitError(f"{what} path holds a control character (newline?): {text!r}")
     return text
 
@@ -113,10 +108,9 @@ def _absolute(path, what):
 def _settings(python, home, workdir, pythonpath, user_home):
     """Resolve the shared arguments: (python, home, workdir, pythonpath or None)."""
     python = resolve_python(python)
-    home = _absolute(home, "home") if home else default_home(user_home)
+    home = resolve_home(home, user_home)
     if pythonpath is _AUTO:
-        checkout = source_checkout()
-        pythonpath = str(checkout) if checkout else None
+        pythonpath = source_checkout()
     pythonpath = _absolute(pythonpath, "PYTHONPATH") if pythonpath else None
     # From a clone, run there (`-m kiri` finds the package even without PYTHONPATH);
     # installed, run in KIRI_HOME, which exists once the daemon has run.
@@ -124,15 +118,16 @@ def _settings(python, home, workdir, pythonpath, user_home):
     return python, home, workdir, pythonpath
 
 
-def _environment(home, pythonpath, env, path=None, unbuffered=True):
+def _environment(python, home, pythonpath, env, path=None, unbuffered=True):
     """The variables a unit sets, in a stable order, and the secret names left out."""
     kept, left_out = split_env(env)
     for name, value in kept.items():
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        if _CONTROL.search(value):
             raise UnitError(f"environment variable {name} holds a control character (newline?)")
     out = {}
-    if path:
-        out["PATH"] = path
+    if path:  # for a runner whose own PATH is too bare: the interpreter's directory, then path
+        first = os.path.dirname(python)   # never empty: python is an absolute path
+        out["PATH"] = ":".join([first] + [p for p in path.split(":") if p != first])
     if pythonpath:
         out["PYTHONPATH"] = pythonpath
     if unbuffered:
@@ -143,8 +138,7 @@ def _environment(home, pythonpath, env, path=None, unbuffered=True):
 
 
 def _left_out_note(left_out):
-    return ("left out (secrets; keep them in KIRI_HOME/config.ini, chmod 600): " + ", ".join(left_out)
-            if left_out else "")
+    return "left out (secrets; keep them in KIRI_HOME/config.ini, chmod 600): " + ", ".join(left_out)
 
 
 # -- launchd ---------------------------------------------------------------------------
@@ -159,14 +153,12 @@ def launchd_plist(label=LABEL, python=None, home=None, workdir=None, env=None, p
     daemon.err; that directory must exist or the job fails with status 78 (install()
     creates it). Secret variables in `env` are left out and named in an XML comment.
     """
-    import plistlib
-
-    _check_label(label)
+    if not isinstance(label, str) or not _LABEL.match(label):
+        raise UnitError(f"launchd label must be letters, digits, '.', '_' or '-' (like {LABEL}), got {label!r}")
     python, home, workdir, pythonpath = _settings(python, home, workdir, pythonpath, user_home)
     # launchd's own PATH is /usr/bin:/bin:/usr/sbin:/sbin; add the interpreter's directory
     # and Homebrew's so the commands collectors run (git for Rhythm, …) are found.
-    path = _join_path(os.path.dirname(python), LAUNCHD_PATH)
-    environment, left_out = _environment(home, pythonpath, env, path=path)
+    environment, left_out = _environment(python, home, pythonpath, env, path=LAUNCHD_PATH)
     plist = {
         "Label": label,
         "ProgramArguments": [python, "-m", "kiri", "daemon"],
@@ -187,43 +179,21 @@ def launchd_plist(label=LABEL, python=None, home=None, workdir=None, env=None, p
     return data.replace(b"<plist ", f"<!-- {comment} -->\n<plist ".encode(), 1)
 
 
-def _check_label(label):
-    if not isinstance(label, str) or not _LABEL.match(label):
-        raise UnitError(f"launchd label must be letters, digits, '.', '_' or '-' (like {LABEL}), got {label!r}")
-
-
-def _join_path(first, rest):
-    parts = rest.split(":")
-    return ":".join([first] + [p for p in parts if p != first]) if first else rest
-
-
 # -- systemd ---------------------------------------------------------------------------
 
 def systemd_quote(word):
-    """One ExecStart=/Environment= item, quoted the systemd way (systemd.syntax(7), Quoting).
+    """One ExecStart= word, quoted the systemd way (systemd.syntax(7), Quoting).
 
     `%` starts a specifier everywhere, so it is doubled; `$` is variable expansion in
-    ExecStart=, so it is doubled too (Environment= keeps "$$" literally: only call this
-    for command words). Anything else unusual goes in double quotes with C escapes.
-    """
+    ExecStart=, so it is doubled too (not for Environment=, which keeps "$$" literally).
+    Anything else unusual goes in double quotes with C escapes."""
     word = word.replace("%", "%%").replace("$", "$$")
-    if _SYSTEMD_SAFE.match(word):
-        return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word if _SYSTEMD_SAFE.match(word) else _systemd_quoted(word)
 
 
-def _systemd_assignment(name, value):
-    """`"NAME=value"` for Environment=: always quoted (a value may hold spaces or `=`),
-    C escapes, `%` doubled, `$` left alone (Environment= does not expand it)."""
-    text = f"{name}={value}".replace("%", "%%")
+def _systemd_quoted(text):
+    # In double quotes only `\` and `"` need a C escape: control characters were refused earlier.
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _systemd_path(path):
-    """WorkingDirectory= takes the rest of the line as the path: no quotes, `%` doubled."""
-    if path != path.strip() or path.endswith("\\"):
-        raise UnitError(f"systemd cannot hold a path with edge spaces or a trailing backslash: {path!r}")
-    return path.replace("%", "%%")
 
 
 def systemd_unit(python=None, home=None, workdir=None, env=None, pythonpath=_AUTO, user_home=None):
@@ -236,23 +206,25 @@ def systemd_unit(python=None, home=None, workdir=None, env=None, pythonpath=_AUT
     """
     python, home, workdir, pythonpath = _settings(python, home, workdir, pythonpath, user_home)
     # The user manager's PATH is already a normal one; only cron and launchd need ours.
-    environment, left_out = _environment(home, pythonpath, env)
+    environment, left_out = _environment(python, home, pythonpath, env)
+    # WorkingDirectory= takes the rest of the line as the path: no quotes, so no edge spaces.
+    if workdir != workdir.strip() or workdir.endswith("\\"):
+        raise UnitError(f"systemd cannot hold a path with edge spaces or a trailing backslash: {workdir!r}")
+    note = ["# " + _left_out_note(left_out)] if left_out else []
+    # Environment= items are `"NAME=value"`, always quoted (a value may hold spaces or `=`),
+    # `%` doubled and `$` left alone: Environment= does not expand it.
+    assignments = ["Environment=" + _systemd_quoted(f"{k}={v}".replace("%", "%%")) for k, v in environment.items()]
     lines = [
         "# Written by `kiri daemon install --systemd`.",
         "# Start at boot without a login session: loginctl enable-linger \"$USER\"",
-    ]
-    if left_out:
-        lines.append("# " + _left_out_note(left_out))
-    lines += [
+        *note,
         "[Unit]",
         "Description=KIRI monitor daemon (python -m kiri daemon)",
         "",
         "[Service]",
         "Type=simple",
-        "WorkingDirectory=" + _systemd_path(workdir),
-    ]
-    lines += ["Environment=" + _systemd_assignment(k, v) for k, v in environment.items()]
-    lines += [
+        "WorkingDirectory=" + workdir.replace("%", "%%"),
+        *assignments,
         "ExecStart=" + " ".join(systemd_quote(w) for w in (python, "-m", "kiri", "daemon")),
         # always: the monitor should run forever; an explicit `systemctl --user stop`
         # is still obeyed. RestartSec keeps a crash loop well inside StartLimitBurst.
@@ -284,8 +256,7 @@ def cron_line(python=None, home=None, workdir=None, every_minutes=5, env=None, p
     if isinstance(every_minutes, bool) or not isinstance(every_minutes, int) or not 1 <= every_minutes <= 59:
         raise UnitError(f"every_minutes must be a whole number from 1 to 59, got {every_minutes!r}")
     python, home, workdir, pythonpath = _settings(python, home, workdir, pythonpath, user_home)
-    environment, _ = _environment(home, pythonpath, env, path=_join_path(os.path.dirname(python), CRON_PATH),
-                                  unbuffered=False)
+    environment, _ = _environment(python, home, pythonpath, env, path=CRON_PATH, unbuffered=False)
     minute = "*" if every_minutes == 1 else f"*/{every_minutes}"
     assignments = " ".join(f"{k}={cron_quote(v)}" for k, v in environment.items())
     log = os.path.join(home, "cron.log")
@@ -295,98 +266,61 @@ def cron_line(python=None, home=None, workdir=None, every_minutes=5, env=None, p
 
 # -- install ---------------------------------------------------------------------------
 
-def unit_path(kind, target_dir=None, label=LABEL, user_home=None):
-    """Where install() writes: <target_dir or the per-user default>/<file>; None for cron."""
-    _check_kind(kind)
-    if kind == "cron":
-        return None
-    user_home = Path(user_home or Path.home())
-    if kind == "launchd":
-        _check_label(label)
-        return Path(target_dir or user_home / "Library" / "LaunchAgents") / f"{label}.plist"
-    return Path(target_dir or user_home / ".config" / "systemd" / "user") / SYSTEMD_UNIT
-
-
 def install(kind, target_dir=None, print_only=False, uid=None, user_home=None, **kw):
     """Write the unit for `kind` ('launchd', 'systemd' or 'cron') and say what to run next.
 
     kw go to the writer (label, python, home, workdir, env, pythonpath, every_minutes).
-    The file is written atomically (temp file in the same directory, then os.replace), mode
-    0644, creating its directory and KIRI_HOME (launchd needs the log directory). cron is
-    never written: its line is returned with the crontab command that adds it.
-    print_only writes nothing. `uid` (default os.getuid()) goes into the launchctl domain.
+    The file is written atomically, mode 0644, creating its directory and KIRI_HOME (launchd
+    needs the log directory). cron is never written: its line is returned with the crontab
+    command that adds it. print_only writes nothing. `uid` (default os.getuid()) goes into
+    the launchctl domain.
     """
-    _check_kind(kind)
+    if kind not in KINDS:
+        raise UnitError(f"unknown unit kind {kind!r}: expected one of {', '.join(KINDS)}")
     # The CLI may pass every flag; drop those that belong to another kind of unit.
     if kind != "launchd":
         kw.pop("label", None)
     if kind != "cron":
         kw.pop("every_minutes", None)
     left_out = split_env(kw.get("env"))[1]
-    note = ["# " + _left_out_note(left_out)] if left_out else []
-    home = _absolute(kw["home"], "home") if kw.get("home") else default_home(user_home)
-    kw["home"] = home
+    home = resolve_home(kw.get("home"), user_home)   # the writer resolves the same home
     if kind == "cron":
-        line = cron_line(user_home=user_home, **kw)
+        text = cron_line(user_home=user_home, **kw)
+        path = None   # crontab keeps the line; only the user changes a crontab
         marker = " -m kiri daemon --once"
-        command = "\n".join([
+        steps = [
             f"mkdir -p {shlex.quote(home)}",
             "# replaces an earlier KIRI line, keeps every other one:",
             f"( crontab -l 2>/dev/null | grep -v -F -e {shlex.quote(marker)}; "
-            f"printf '%s\\n' {shlex.quote(line)} ) | crontab -",
+            f"printf '%s\\n' {shlex.quote(text)} ) | crontab -",
             "# or paste the line by hand with: crontab -e   (check with: crontab -l)",
-        ] + note)
-        return Installed(None, line, command)
-
-    if kind == "launchd":
+        ]
+    elif kind == "launchd":
         label = kw.get("label", LABEL)
-        data = launchd_plist(user_home=user_home, **kw)
-        text = data.decode("utf-8")
-        path = unit_path(kind, target_dir, label=label, user_home=user_home)
+        text = launchd_plist(user_home=user_home, **kw).decode("utf-8")
+        default_dir = Path(user_home or Path.home()) / "Library" / "LaunchAgents"
+        path = Path(target_dir or default_dir) / f"{label}.plist"
         domain = f"gui/{os.getuid() if uid is None else int(uid)}"
         # bootstrap fails while the job is loaded, so a reinstall boots it out first.
-        command = "\n".join([
+        steps = [
             f"launchctl bootout {domain}/{label} 2>/dev/null; "
             f"launchctl bootstrap {domain} {shlex.quote(str(path))}",
             f"# check: launchctl print {domain}/{label}   logs: {shlex.quote(os.path.join(home, 'daemon.err'))}",
-        ] + note)
+        ]
     else:
         text = systemd_unit(user_home=user_home, **kw)
-        data = text.encode("utf-8")
-        path = unit_path(kind, target_dir, user_home=user_home)
-        command = "\n".join([
+        default_dir = Path(user_home or Path.home()) / ".config" / "systemd" / "user"
+        path = Path(target_dir or default_dir) / SYSTEMD_UNIT
+        steps = [
             "systemctl --user daemon-reload && systemctl --user enable --now kiri.service",
             "# keep it running after logout and start it at boot: loginctl enable-linger \"$USER\"",
             "# logs: journalctl --user -u kiri.service",
-        ] + note)
-    if print_only:
+        ]
+    if left_out:
+        steps.append("# " + _left_out_note(left_out))
+    command = "\n".join(steps)
+    if print_only or path is None:
         return Installed(None, text, command)
     os.makedirs(home, mode=0o700, exist_ok=True)
-    write_atomic(path, data)
+    atomic_write(path, text, MODE)  # launchd and systemd read it as the user anyway
     return Installed(path, text, command)
-
-
-def write_atomic(path, data, mode=MODE):
-    """Write bytes so that `path` is always either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)    # mkstemp makes 0600; launchd and systemd read it as the user anyway
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def _check_kind(kind):
-    if kind not in KINDS:
-        raise UnitError(f"unknown unit kind {kind!r}: expected one of {', '.join(KINDS)}")

@@ -532,6 +532,63 @@ class ConcurrentWriters(AtomCommandLine):
         self.assertEqual(len(self.export("pulse")), len(readings))
 
 
+class ModuleForm(AtomCommandLine):
+    """`python -m kiri.atoms.<atom>.<verb> …` becomes `python -m kiri <atom> <verb> …` (kiri.atoms.entry)."""
+
+    MODULES = [f"kiri.atoms.{atom}.{verb}" for atom in ("pulse", "rhythm", "drift")
+               for verb in ("collect", "train", "score")]
+
+    def test_drift_collect_with_home(self):
+        home = self.tmp / "elsewhere"
+        proc = self.ok("--added", 1, "--completed", 0, "--switched", 0, "--home", home,
+                       module="kiri.atoms.drift.collect")
+        self.assertEqual(proc.stdout.strip(), "drift: logged A=1 C=0 S=0")
+        self.assertEqual(proc.stderr, "")
+        self.assertEqual([row["values"] for row in self.export("drift", home=home)], [{"A": 1, "C": 0, "S": 0}])
+
+    def test_bad_input_is_a_one_line_usage_error(self):
+        proc = self.kiri("--added", -1, "--home", self.tmp / "elsewhere", module="kiri.atoms.drift.collect")
+        self.assertUserError(proc, "--added", code=2)
+        self.assertEqual(proc.stdout, "")
+
+    def test_score_on_an_empty_home_is_a_one_line_error(self):
+        empty = self.tmp / "empty"
+        empty.mkdir()
+        proc = self.kiri("--home", empty, module="kiri.atoms.pulse.score")
+        self.assertUserError(proc, "no stored observation to score")
+        self.assertEqual(proc.stderr, self.kiri("pulse", "score", "--home", empty).stderr)
+
+    def python(self, *args, pythonpath):
+        env = dict(os.environ, PYTHONPATH=str(pythonpath), KIRI_HOME=str(self.home))
+        return subprocess.run([sys.executable] + [str(a) for a in args], cwd=str(self.tmp), env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+
+    def test_the_entry_points_import_nothing_above_the_atoms(self):
+        code = ("import importlib, sys\n"
+                f"for name in {self.MODULES!r}: importlib.import_module(name)\n"
+                "print('\\n'.join(m for m in sys.modules if m == 'kiri' or m.startswith('kiri.')))")
+        proc = self.python("-c", code, pythonpath=REPO)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        loaded = proc.stdout.split()
+        self.assertIn("kiri.atoms.entry", loaded)
+        allowed = ("kiri.atoms", "kiri.core", "kiri.errors", "kiri.ground")
+        self.assertEqual([m for m in loaded if m != "kiri" and not any(
+            m == a or m.startswith(a + ".") for a in allowed)], [])
+
+    def test_the_kiri_package_of_the_entry_point_is_the_one_run(self):
+        # No PYTHONPATH leads to the repository and the working directory holds no kiri, but a
+        # decoy `kiri` is on the caller's PYTHONPATH: the child must still run this repository's.
+        decoy = self.tmp / "decoy" / "kiri"
+        decoy.mkdir(parents=True)
+        (decoy / "__init__.py").write_text("", encoding="utf-8")
+        (decoy / "__main__.py").write_text("print('decoy'); raise SystemExit(7)\n", encoding="utf-8")
+        start = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+                 "runpy.run_module('kiri.atoms.drift.collect', run_name='__main__', alter_sys=True)")
+        proc = self.python("-c", start, REPO, "--added", 2, pythonpath=decoy.parent)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertEqual(proc.stdout.strip(), "drift: logged A=2 C=0 S=0")
+
+
 if __name__ == "__main__":
     unittest.main()
 

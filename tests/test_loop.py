@@ -25,14 +25,17 @@ from types import SimpleNamespace
 
 from kiri.atoms import verbs
 from kiri.atoms.atom import Atom
-from kiri.atoms.nerve import schema as nerve
-from kiri.compose import Loop, Molecule, Pipe
+from kiri.atoms import nerve
+from kiri.compose import Molecule, Pipe
 from kiri.config import load_settings
 from kiri.core.weights import previous_path
-from kiri.daemon import NERVE_TRAINED_KEY, Daemon, run_meta, same_situation, situation_of
+from kiri.alerts import same_situation, situation_of
+from kiri.atoms.score import Score
+from kiri.daemon import NERVE_TRAINED_KEY, Daemon, run_meta
 from kiri.errors import KiriError
 from kiri.notify.telegram import TelegramBot
 from kiri.status import collect_status, format_status
+from kiri.outbox import LogSink
 from kiri.store import open_store
 
 from tests.fake_telegram import FakeTelegram
@@ -86,6 +89,11 @@ def tearDownModule():
         shutil.rmtree(_shared["dir"], ignore_errors=True)
 
 
+def total(counts):
+    """Every stored reading: real, synthetic and injected."""
+    return sum(counts.values())
+
+
 class Capture(logging.Handler):
     def __init__(self):
         super().__init__(level=logging.DEBUG)
@@ -130,7 +138,7 @@ class HomeCase(unittest.TestCase):
         shutil.copyfile(trained_pulse_weights(), path)
 
     def daemon(self, settings, store, bot=None):
-        return Daemon(settings, store, clock=self.clock, bot=bot)
+        return Daemon(settings, store, clock=self.clock, sinks=[LogSink()] + ([bot] if bot else []))
 
     def cycle(self, d, at, pulse=None):
         """One daemon cycle at time `at`, Pulse reading `pulse` (None: nothing new for Pulse)."""
@@ -194,26 +202,6 @@ class PipeTest(unittest.TestCase):
         # Without on_error it is still only recorded; the pipe can run again.
         self.assertEqual(Pipe("q", [("s", boom)]).run().stages[0].status, "error")
         self.assertTrue(Pipe("q", [("s", lambda x: x)]).run(3).ok)
-
-    def test_loop_feeds_each_result_back_and_keeps_the_last_good_state(self):
-        fail_at = {3}
-
-        def step(x):
-            if x in fail_at:
-                fail_at.discard(x)  # fails once, on this input
-                raise RuntimeError("flaky at %d" % x)
-            return x + 1
-
-        loop = Loop(Pipe("count", [("step", step)]), initial=0)
-        runs = loop.run(3)
-        self.assertEqual([r.output for r in runs], [1, 2, 3])
-        self.assertEqual(loop.state, 3)
-        failed = loop.step()
-        self.assertFalse(failed.ok)
-        self.assertEqual(failed.error, "RuntimeError: flaky at 3")
-        self.assertEqual(loop.state, 3, "a failing run must not replace the last good state")
-        self.assertEqual(loop.step().output, 4, "the next run starts from the last good state")
-        self.assertEqual(loop.runs, 5)
 
     def test_molecule_runs_every_atom_then_decides_on_the_others_scores(self):
         order, decided, acted, errors = [], [], [], []
@@ -621,7 +609,7 @@ class DaemonProcessTest(HomeCase):
             return {o["id"] for atom in store.atoms() for o in store.observations(atom)}
 
         def pulse_count():
-            return store.observation_count("pulse")
+            return total(store.count_observations("pulse"))
 
         with FakeTelegram(token=TOKEN, chat_id=CHAT, max_wait=0.1) as fake:
             def ours():
@@ -732,7 +720,7 @@ class MetaTest(HomeCase):
             self.assertNotIn("gpu", [s.atom for s in result.scores])
             self.assertIsNone(result.decision["state"]["GPU"], "an untrained atom must be absent in Nerve's state")
             self.assertEqual(result.meta, ["spawn:gpu"] if i == 24 else [], "cycle %d" % i)
-        self.assertEqual(store.observation_count("gpu"), 25)
+        self.assertEqual(total(store.count_observations("gpu")), 25)
         latest = store.latest_observation("gpu")
         self.assertEqual((latest["values"], latest["source"]), ({"T": 61, "U": 37}, "command"))
         self.assertTrue(settings.weights_path("gpu").exists())
@@ -775,7 +763,7 @@ class MetaTest(HomeCase):
             state = result.decision["state"]
             self.assertEqual([state[p] for p in ("BAD", "JUNK", "HALF", "TEXT", "GONE")], [None] * 5)
             self.assertEqual(result.decision["action"], "ok")
-        self.assertEqual(store.observation_count("bad"), 0)
+        self.assertEqual(total(store.count_observations("bad")), 0)
         self.assertIn("no gpu here", store.get_kv("atom.bad.source"))
         # Logged once, when the reason appeared, not every cycle.
         self.assertEqual(sum("no gpu here" in line for line in self.log.lines), 1)
@@ -833,7 +821,7 @@ class UnusualTogetherTest(HomeCase):
 
 def scored(atom, **surprises):
     """A score with these token surprises, as situation_of reads it."""
-    return SimpleNamespace(atom=atom, tokens=[{"token": t, "surprise": v} for t, v in surprises.items()])
+    return Score(atom, 1.0, 1.0, [{"token": t, "surprise": v} for t, v in surprises.items()])
 
 
 class SituationTest(unittest.TestCase):

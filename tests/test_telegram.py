@@ -14,8 +14,8 @@ from kiri.config import load_settings
 from kiri.errors import KiriError
 from kiri.notify import telegram
 from kiri.notify.telegram import (PermanentError, TelegramBot, TelegramError, TransientError,
-                                  backoff, callback_data, deliver, format_alert, from_settings,
-                                  parse_callback_data, poll)
+                                  callback_data, from_settings, parse_callback_data, poll)
+from kiri.outbox import backoff, deliver
 from kiri.store import Store
 
 from tests.fake_telegram import FakeTelegram
@@ -26,7 +26,7 @@ NOW = 1000.0
 
 
 class LogCapture(logging.Handler):
-    """Every line logged under kiri.telegram while installed, formatted as a log file would be."""
+    """Every line logged under kiri.telegram and kiri.outbox while installed, formatted as a log file would be."""
 
     def __init__(self):
         super().__init__(level=logging.DEBUG)
@@ -47,13 +47,13 @@ class FakeTestCase(unittest.TestCase):
         self.addCleanup(self.tmp.cleanup)
         self.db = Path(self.tmp.name) / "kiri.db"
         self.store = self.open_store()
-        logger = logging.getLogger("kiri.telegram")
         self.log = LogCapture()
-        logger.addHandler(self.log)
-        self.addCleanup(logger.removeHandler, self.log)
-        old_level = logger.level
-        logger.setLevel(logging.DEBUG)
-        self.addCleanup(logger.setLevel, old_level)
+        for name in ("kiri.telegram", "kiri.outbox"):   # the transport, and the delivery around it
+            logger = logging.getLogger(name)
+            logger.addHandler(self.log)
+            self.addCleanup(logger.removeHandler, self.log)
+            self.addCleanup(logger.setLevel, logger.level)
+            logger.setLevel(logging.DEBUG)
 
     def open_store(self):
         store = Store(self.db, clock=lambda: NOW)
@@ -438,71 +438,6 @@ class PollTest(FakeTestCase):
         self.assertEqual(self.fake.messages[message_id]["text"],
                          "KIRI alert: drift is unusual\n\nAnswered: approved.")
         self.assertEqual(self.store.get_kv("telegram.offset"), update_id + 1)
-
-
-# ----------------------------------------------------------------------------
-
-PULSE_LABELS = {"C": ("CPU", "%"), "M": ("memory", "%"), "D": ("disk", "%"), "S": ("swap", "%"),
-                "L": ("load", ""), "N": ("network", "")}
-
-
-def token(name, surprise, expected, value, field=None):
-    return {"token": name, "surprise": surprise, "expected": expected, "p_expected": 0.48,
-            "field": field or name[0], "value": value}
-
-
-class FormatAlertTest(unittest.TestCase):
-    def test_the_surprising_readings_in_words(self):
-        score = {"atom": "pulse", "score": 7.9, "threshold": 2.0, "tokens": [
-            token("C9", 10.2, "C1", 95.0), token("M9", 8.1, "M5", 90.0),
-            token("D4", 0.3, "D4", 41.0), token("S1", 1.9, "S0", 3.0), token("L3", 2.5, "L1", 2.75)]}
-        self.assertEqual(format_alert([score], PULSE_LABELS),
-                         "KIRI alert: pulse is unusual (score 7.9, 4.0× its threshold)\n"
-                         "CPU 95% (C9, expected C1)\n"
-                         "memory 90% (M9, expected M5)\n"
-                         "load 2.75 (L3, expected L1)")
-
-    def test_threshold_raises_the_bar(self):
-        score = {"atom": "pulse", "score": 9.0, "threshold": 3.0,
-                 "tokens": [token("C9", 2.5, "C1", 95.0), token("M9", 3.5, "M5", 90.0)]}
-        self.assertEqual(format_alert([score], PULSE_LABELS).splitlines()[1:], ["memory 90% (M9, expected M5)"])
-
-    def test_value_omitted_when_none_and_labels_per_atom(self):
-        scores = [{"atom": "pulse", "score": 5.0, "threshold": None,
-                   "tokens": [token("C9", 6.0, "C1", None)]},
-                  {"atom": "rhythm", "score": 4.2, "threshold": 2.1,
-                   "tokens": [token("K7", 5.5, "K0", 12.0)]}]
-        text = format_alert(scores, {"pulse": PULSE_LABELS, "rhythm": {"K": ("commits", "commits")}},
-                            host="mac-mini")
-        self.assertEqual(text, "KIRI alert on mac-mini: pulse is unusual (score 5.0)\n"
-                               "CPU (C9, expected C1)\n\n"
-                               "rhythm is unusual (score 4.2, 2.0× its threshold)\n"
-                               "commits 12 commits (K7, expected K0)")
-
-    def test_no_single_reading_stands_out(self):
-        score = {"atom": "pulse", "score": 2.5, "threshold": 2.0, "tokens": [token("C5", 1.0, "C5", 50.0)]}
-        self.assertEqual(format_alert([score], PULSE_LABELS).splitlines()[1],
-                         "no single reading stands out; together they are unusual")
-
-    def test_recent_readings_unusual_together(self):
-        score = {"atom": "pulse", "score": 1.5, "threshold": 2.0, "tokens": [token("C5", 1.0, "C5", 50.0)],
-                 "likelihood": 0.234, "unusual_at": 0.1}
-        self.assertEqual(format_alert([score], PULSE_LABELS).splitlines()[1:],
-                         ["its recent readings are more surprising than usual, together "
-                          "(likelihood 0.23, flagged above 0.10)"])
-        score["likelihood"] = 0.05   # under its level: not mentioned
-        self.assertNotIn("likelihood", format_alert([score], PULSE_LABELS))
-
-    def test_unlabelled_fields_and_long_lists(self):
-        tokens = [token("X%d" % i, 9.0, "X0", 1.5) for i in range(1, 13)]
-        lines = format_alert([{"atom": "pulse", "score": 9.0, "threshold": 2.0, "tokens": tokens}]).splitlines()
-        self.assertEqual(lines[1], "X 1.5 (X1, expected X0)")
-        self.assertEqual(len(lines), 1 + telegram.MAX_LINES + 1)
-        self.assertEqual(lines[-1], "…and 2 more unusual readings")
-
-    def test_nothing_to_describe(self):
-        with self.assertRaises(ValueError):
-            format_alert([])
 
 
 class FromSettingsTest(unittest.TestCase):

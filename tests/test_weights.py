@@ -105,7 +105,7 @@ class WeightsFiles(unittest.TestCase):
                 raise OSError("power cut")
             real_replace(src, dst)
 
-        with mock.patch("kiri.core.weights.os.replace", side_effect=crash_on_final_rename):
+        with mock.patch("kiri.ground.os.replace", side_effect=crash_on_final_rename):
             with self.assertRaisesRegex(OSError, "power cut"):
                 save(self.path, weights(2))
         self.assertEqual(self.path.read_bytes(), before)

@@ -23,6 +23,7 @@ from ..core.train import train
 from ..core.weights import Weights, WeightsError, load_with_fallback, previous_path, save
 from ..errors import KiriError
 from . import RESERVED
+from .score import Score
 
 
 def command_for(name):
@@ -70,57 +71,6 @@ class AtomSpec:
     def config(self, vocab_size):
         return GPTConfig(vocab_size=vocab_size, n_embd=self.n_embd, n_layer=self.n_layer,
                          n_head=self.n_head, block_size=self.block_size)
-
-
-def verdict_of(score, threshold, likelihood=None, unusual_at=None):
-    """'anomaly' (this reading is over the threshold), 'unusual' (the recent readings, together,
-    are more surprising than this atom usually is: likelihood over its alert level) or 'normal'."""
-    if score > threshold:
-        return "anomaly"
-    if likelihood is not None and unusual_at is not None and likelihood > unusual_at:
-        return "unusual"
-    return "normal"
-
-
-@dataclass
-class Score:
-    atom: str
-    score: float
-    threshold: float
-    tokens: list                  # [{token, surprise, p (of token), expected, p_expected, field, value}]
-    clamped: list = field(default_factory=list)
-    context: int = 0              # how many previous observations it was read after
-    likelihood: float = None      # how unusual the recent surprise is for this atom, in [0, 1) (daemon)
-    unusual_at: float = None      # the likelihood above which the recent readings are flagged
-
-    @property
-    def ratio(self):
-        return self.score / self.threshold if self.threshold > 0 else math.inf
-
-    @property
-    def verdict(self):
-        return verdict_of(self.score, self.threshold, self.likelihood, self.unusual_at)
-
-    def explain(self):
-        """The score, the verdict and the per-token table a person reads."""
-        lines = [f"{self.atom}: score {self.score:.3f}  threshold {self.threshold:.3f}  "
-                 f"ratio {self.ratio:.2f}  {self.verdict.upper()}"]
-        if self.likelihood is not None:
-            lines.append(f"  recent surprise: likelihood {self.likelihood:.3f} (flagged above {self.unusual_at:.3f})")
-        lines.append(f"  {'token':<7}{'surprise':>9}  {'expected':<9}{'p':>6}")
-        for t in self.tokens:
-            mark = "  <-- unexpected" if t["surprise"] > max(self.threshold, 2.0) else ""
-            lines.append(f"  {t['token']:<7}{t['surprise']:>9.2f}  {t['expected']:<9}{t['p_expected']:>6.2f}{mark}")
-        if self.clamped:
-            lines.append(f"  clamped to the edge bucket: {', '.join(self.clamped)}")
-        return "\n".join(lines)
-
-    def to_json(self):
-        return {"atom": self.atom, "score": self.score, "threshold": self.threshold, "ratio": self.ratio,
-                "verdict": self.verdict, "context": self.context, "clamped": self.clamped,
-                "likelihood": self.likelihood, "unusual_at": self.unusual_at,
-                "tokens": [{"token": t["token"], "surprise": t["surprise"], "expected": t["expected"],
-                            "p": t["p_expected"], "p_token": t["p"]} for t in self.tokens]}
 
 
 @dataclass
@@ -288,8 +238,9 @@ class Atom:
 
     def _score(self, ids, start, values, clamped, context):
         surprises = self._surprises(ids, start)
-        name = self.language.token_name
-        tokens = [{"token": name(s.token), "surprise": s.surprise, "p": s.p, "expected": name(s.expected),
-                   "p_expected": s.p_expected, "field": self.language.field_of(s.token),
-                   "value": values.get(self.language.field_of(s.token))} for s in surprises]
+        language = self.language
+        tokens = [{"token": language.token_name(s.token), "field": language.field_of(s.token),
+                   "value": values.get(language.field_of(s.token)), "surprise": s.surprise, "p": s.p,
+                   "expected": language.token_name(s.expected), "p_expected": s.p_expected,
+                   "expected_range": language.bucket_range(s.expected)} for s in surprises]
         return Score(self.spec.name, mean_surprise(surprises), self.threshold, tokens, clamped, context)

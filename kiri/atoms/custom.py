@@ -18,6 +18,7 @@ import shlex
 from types import SimpleNamespace
 
 from ..errors import KiriError
+from ..ground import is_finite_number
 from . import RESERVED
 from .atom import AtomSpec
 from .nerve import schema as nerve
@@ -75,7 +76,7 @@ def make_module(name, section):
                     context=context, interval=interval, steps=steps)
     argv = shlex.split(section["command"])
 
-    def read(settings, store):
+    def read(spec, settings, store):
         text = run_command(argv, source=name)
         try:
             values = json.loads(text)
@@ -88,7 +89,7 @@ def make_module(name, section):
             raise CollectorError(f"{name}: the command's JSON has no field {missing[0]!r}")
         for f in schema:
             v = values[f]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if not is_finite_number(v):
                 raise CollectorError(f"{name}: field {f} must be a finite number, got {v!r}")
         return {f: values[f] for f in schema}, "command"
 

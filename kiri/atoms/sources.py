@@ -2,9 +2,9 @@
 
 import os
 import subprocess
-import sys
 
 from ..errors import KiriError
+from ..ground import PLATFORM  # re-exported: the atoms import it from here
 
 
 class CollectorError(KiriError):
@@ -34,12 +34,3 @@ def run_command(argv, source, timeout=30):
         raise CollectorError(f"{source}: {' '.join(argv)} failed (exit {done.returncode}): {reason}")
     return done.stdout
 
-
-def platform_name(platform=sys.platform):
-    """'linux', 'macos', or the raw sys.platform value for anything else."""
-    if platform.startswith("linux"):
-        return "linux"
-    return "macos" if platform == "darwin" else platform
-
-
-PLATFORM = platform_name()

@@ -2,14 +2,16 @@
 
 `kiri <atom> <verb>` and `python -m kiri.atoms.<atom>.<verb>` are thin wrappers over
 these functions; the daemon calls them too. An atom module (`kiri.atoms.pulse.schema`
-and its siblings) gives its SPEC, a `read(settings, store)` that returns one reading
-(or a `collect_once(settings, store, now)` that stores one itself) and `synthetic(rng, ts)`.
+and its siblings) gives its SPEC, a `read(spec, settings, store)` that returns one reading
+(or a `collect_once(spec, settings, store, now)` that stores one itself) and `synthetic(rng, ts)`.
 """
 
+import dataclasses
 import importlib
 import math
 import random
 import time
+from types import SimpleNamespace
 
 from ..core.surprise import AnomalyLikelihood
 from ..errors import KiriError
@@ -19,9 +21,16 @@ from .sources import CollectorError
 
 
 def atom_module(name, settings=None):
-    """The module of a built-in atom, or of one declared in the config file ([atom:NAME])."""
+    """A built-in atom, or one declared in the config file ([atom:NAME]), with its interval
+    resolved from the settings: the one interval the schedule, the gap rule and the
+    atom's own windows (Rhythm's commits) all read, from `module.SPEC.interval`."""
     if name in BUILTIN:
-        return importlib.import_module(f"kiri.atoms.{name}.schema")
+        module = importlib.import_module(f"kiri.atoms.{name}.schema")
+        if settings is None:
+            return module
+        spec = dataclasses.replace(module.SPEC, interval=settings.number(f"{name}_interval"))
+        return SimpleNamespace(**{k: getattr(module, k) for k in ("read", "collect_once", "synthetic")
+                                  if hasattr(module, k)}, SPEC=spec)
     if settings is not None and name in settings.atoms:
         from .custom import make_module
         return make_module(name, settings.atoms[name])
@@ -45,9 +54,9 @@ def collect_once(module, settings, store, now=None):
     """Take one reading now and store it; returns the stored observation."""
     now = time.time() if now is None else now
     if hasattr(module, "collect_once"):
-        obs_id = module.collect_once(settings, store, now)
+        obs_id = module.collect_once(module.SPEC, settings, store, now)
     else:
-        values, source = module.read(settings, store)
+        values, source = module.read(module.SPEC, settings, store)
         obs_id = store.add_observation(module.SPEC.name, values, ts=now, source=source)
     return store.observation(obs_id)
 

@@ -12,14 +12,14 @@ line where there is one); a caller passing bad numbers to write_results gets Val
 
 import csv
 import fnmatch
+import io
 import json
 import math
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from ..errors import KiriError
+from ..ground import atomic_write
 
 DATA_HEADER = ("timestamp", "value")
 RESULTS_HEADER = ("timestamp", "value", "anomaly_score", "label")
@@ -150,24 +150,12 @@ def write_results(path, timestamps, values, scores, windows):
             raise ValueError(f"row {i}: anomaly score {s!r} is not a number in [0, 1]")
         checked.append(s)
     marks = labels(timestamps, windows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(RESULTS_HEADER)
-            for ts, v, s, label in zip(timestamps, values, checked, marks):
-                writer.writerow((ts, repr(float(v)), repr(s), label))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(RESULTS_HEADER)
+    for ts, v, s, label in zip(timestamps, values, checked, marks):
+        writer.writerow((ts, repr(float(v)), repr(s), label))
+    atomic_write(path, text.getvalue())
 
 
 def read_windows(path):

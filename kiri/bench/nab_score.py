@@ -1,6 +1,6 @@
 """`kiri bench nab-score`: NAB's scoring rules (v1.1), over a data set, a windows file and results.
 
-The rules, as /work/shared/nab/README.md words them:
+The rules, as the Numenta Anomaly Benchmark (NAB v1.1, MIT) defines them:
 - probation: the first P = min(floor(0.15·N), 750) rows of a file are never scored;
 - a row past probation is a detection when anomaly_score ≥ T; ONE threshold T per profile for
   all files, optimised over the candidates 1.1 (detect nothing) and every distinct score

@@ -17,6 +17,7 @@ from ..core.engines import make_engine
 from ..core.model import NAMES_CONFIG, PULSE_CONFIG, init_params
 from ..core.surprise import mean_surprise, token_surprises
 from ..core.weights import Weights, save
+from ..ground import PLATFORM
 
 PULSE_SEQUENCE = 17       # 16 predictions: a full block
 OBSERVATION = 7           # BOS + the six pulse tokens
@@ -72,7 +73,7 @@ def peak_rss_mb():
         pass
     import resource
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024
+    return rss / 1024 / 1024 if PLATFORM == "macos" else rss / 1024  # macOS counts bytes, Linux KiB
 
 
 def score_from_file(path, tokens, calls):

@@ -10,6 +10,7 @@ import bisect
 import math
 
 from ..errors import KiriError
+from ..ground import is_finite_number
 
 BOS_TOKEN = "<BOS>"
 
@@ -129,14 +130,14 @@ class StateLanguage:
         if prefix in self.edges:
             return self._learned_bucket(prefix, value), False
         lo, hi, n = self.schema[prefix]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise ValueError(f"{self.name}: field {prefix} must be a finite number, got {value!r}")
         b = min(max(int((value - lo) / (hi - lo) * n), 0), n - 1)
         return self.first[prefix] + b, not lo <= value <= hi
 
     def _learned_bucket(self, prefix, value):
         """Bucket between learned edges; explicit below-range / above-range tokens outside them."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise ValueError(f"{self.name}: field {prefix} must be a finite number, got {value!r}")
         edges = self.edges[prefix]
         if value < edges[0]:
@@ -194,11 +195,17 @@ class StateLanguage:
         return range(start, start + self.token_field.count(prefix))
 
     def bucket_range(self, i):
-        """(lo, hi) of the values a numeric token stands for."""
+        """(lo, hi) of the values a bucket token stands for; None for a token that names no
+        range (a label, an absent value, below / above the learned edges, BOS)."""
         prefix = self.field_of(i)
+        b = i - self.first.get(prefix, 0)
+        if prefix in self.edges:
+            edges = self.edges[prefix]
+            return (edges[b - 1], edges[b]) if 1 <= b < len(edges) else None
+        if prefix not in self.schema or b >= self.schema[prefix][2]:
+            return None
         lo, hi, n = self.schema[prefix]
         width = (hi - lo) / n
-        b = i - self.first[prefix]
         return lo + b * width, lo + (b + 1) * width
 
     def to_dict(self):

@@ -3,20 +3,17 @@
     {"format": "kiri-weights/1", "config": {...}, "language": {...},
      "params": {name: [[...], ...]}, "step": N, "threshold": {...}, "trained_on": {...}}
 
-A save writes a temp file in the same directory, fsyncs it and `os.replace`s it over
-the old file, so a crash never leaves a half-written model; the file it replaces is
-kept as `<name>.prev.json` so the daemon can fall back to the last good weights.
+A save is atomic (ground.atomic_write), so a crash never leaves a half-written model;
+the file it replaces is first copied, atomically too, to `<name>.prev.json`, so the
+daemon can fall back to the last good weights.
 """
 
 import json
-import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import KiriError
+from ..ground import atomic_write, is_finite_number
 from .model import GPTConfig, param_shapes
 
 FORMAT = "kiri-weights/1"
@@ -58,43 +55,9 @@ def save(path, weights):
     path = Path(path)
     check_params(weights.config, weights.params, path)
     text = json.dumps(weights.to_json(), allow_nan=False, separators=(",", ":"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            keep_previous(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def keep_previous(path):
-    """Copy the current file to .prev.json, itself atomically (copy to temp, then rename)."""
-    prev = previous_path(path)
-    tmp = prev.with_name(prev.name + ".tmp")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, prev)
-
-
-def fsync_dir(directory):
-    # Makes the rename itself durable; not every platform lets us open a directory.
-    try:
-        fd = os.open(str(directory), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    if path.exists():
+        atomic_write(previous_path(path), path.read_bytes())
+    atomic_write(path, text)
 
 
 def load(path):
@@ -154,5 +117,5 @@ def check_params(config, params, path):
             raise WeightsError(f"{path}: parameter {name!r} does not have shape {rows}x{cols}")
         for row in matrix:
             for x in row:
-                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+                if not is_finite_number(x):
                     raise WeightsError(f"{path}: parameter {name!r} holds a non-finite or non-numeric value {x!r}")

@@ -1,6 +1,6 @@
-"""`python -m kiri.atoms.drift.collect …` is `kiri drift collect …`: the same function, the same flags."""
+"""`python -m kiri.atoms.drift.collect …` is `kiri drift collect …`."""
 
-from kiri.cli import run_atom_verb
+from kiri.atoms.entry import run_as_kiri
 
 if __name__ == "__main__":
-    run_atom_verb("drift", "collect")
+    run_as_kiri("drift", "collect")

@@ -20,11 +20,28 @@ SPEC = AtomSpec(
 )
 
 
-def collect_once(settings, store, now):
+# Which single event (`kiri task add|done|switch`) counts under which field of a period.
+EVENTS = {"add": "A", "done": "C", "switch": "S"}
+
+
+def counts_to_values(counts):
+    """A period's values from its events counted per kind; kinds not in EVENTS are ignored."""
+    return {key: counts.get(kind, 0) for kind, key in EVENTS.items()}
+
+
+def log_event(store, kind, project="", ts=None):
+    """Store one task event for the next period; returns its id. ValueError for an unknown kind."""
+    # isinstance first: an unhashable kind (a list) would make `in` raise TypeError.
+    if not isinstance(kind, str) or kind not in EVENTS:
+        raise ValueError("kind: must be one of %s, got %r" % (", ".join(repr(k) for k in EVENTS), kind))
+    return store.add_event("drift", kind, project, ts=ts)
+
+
+def collect_once(spec, settings, store, now):
     """Close the current period: its single events counted per kind (zeros if there were none)."""
-    obs_id = store.aggregate_events("drift", until=now, ts=now)
+    obs_id = store.fold_events("drift", counts_to_values, until=now, ts=now)
     if obs_id is None:
-        obs_id = store.add_observation("drift", {"A": 0, "C": 0, "S": 0}, ts=now, source="events")
+        obs_id = store.add_observation("drift", counts_to_values({}), ts=now, source="events")
     return obs_id
 
 

@@ -1,6 +1,6 @@
-"""`python -m kiri.atoms.drift.score …` is `kiri drift score …`: the same function, the same flags."""
+"""`python -m kiri.atoms.drift.score …` is `kiri drift score …`."""
 
-from kiri.cli import run_atom_verb
+from kiri.atoms.entry import run_as_kiri
 
 if __name__ == "__main__":
-    run_atom_verb("drift", "score")
+    run_as_kiri("drift", "score")

@@ -1,6 +1,6 @@
-"""`python -m kiri.atoms.drift.train …` is `kiri drift train …`: the same function, the same flags."""
+"""`python -m kiri.atoms.drift.train …` is `kiri drift train …`."""
 
-from kiri.cli import run_atom_verb
+from kiri.atoms.entry import run_as_kiri
 
 if __name__ == "__main__":
-    run_atom_verb("drift", "train")
+    run_as_kiri("drift", "train")

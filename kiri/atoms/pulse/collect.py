@@ -1,6 +1,6 @@
-"""`python -m kiri.atoms.pulse.collect …` is `kiri pulse collect …`: the same function, the same flags."""
+"""`python -m kiri.atoms.pulse.collect …` is `kiri pulse collect …`."""
 
-from kiri.cli import run_atom_verb
+from kiri.atoms.entry import run_as_kiri
 
 if __name__ == "__main__":
-    run_atom_verb("pulse", "collect")
+    run_as_kiri("pulse", "collect")

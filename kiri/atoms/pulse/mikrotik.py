@@ -9,13 +9,13 @@ converted here, and a word where a number belongs is an error naming the field.
 import base64
 import http.client
 import json
-import socket
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from kiri.atoms.sources import CollectorError
+from kiri.ground import connection_problem
 
 
 def ssl_context(cafile=None, verify=True):
@@ -107,16 +107,10 @@ def _error_detail(error):
 
 
 def _connection_message(reason, host, timeout):
-    if isinstance(reason, (socket.timeout, TimeoutError)):
-        return f"mikrotik: no answer from {host} within {timeout} s"
-    if isinstance(reason, ConnectionRefusedError):
-        return f"mikrotik: connection refused by {host}"
+    message = "mikrotik: " + connection_problem(reason, host, timeout)
     if isinstance(reason, ssl.SSLCertVerificationError):
-        return (f"mikrotik: certificate of {host} is not trusted ({reason.verify_message}); "
-                f"give cafile= with the router's CA, or verify=False")
-    if isinstance(reason, socket.gaierror):
-        return f"mikrotik: cannot resolve the address of {host}"
-    return f"mikrotik: cannot reach {host}: {reason}"
+        message += "; give cafile= with the router's CA, or verify=False"
+    return message
 
 
 def _get_json(url, authorization, context, timeout, host):

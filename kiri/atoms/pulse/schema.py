@@ -15,13 +15,13 @@ SPEC = AtomSpec(
     schema={"C": (0, 100, 10), "M": (0, 100, 10), "D": (0, 100, 10),
             "S": (0, 100, 5), "L": (0, 20, 5), "N": (0, 1, 2)},
     labels={"C": ("CPU", "%"), "M": ("memory", "%"), "D": ("disk", "%"),
-            "S": ("swap", "%"), "L": ("load", ""), "N": ("network up", "")},
+            "S": ("swap", "%"), "L": ("load", ""), "N": ("network", "", {0: "down", 1: "up"})},
     n_embd=32, n_layer=2, n_head=4, block_size=16,
     context=1, interval=300.0, steps=500,
 )
 
 
-def read(settings, store):
+def read(spec, settings, store):
     """One reading from the configured source: this machine (default) or a MikroTik router."""
     source = settings.get("pulse_source")
     if source == "mikrotik":

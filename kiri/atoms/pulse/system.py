@@ -2,19 +2,16 @@
 import sys
 
 from kiri.atoms.pulse import linux, macos
-from kiri.atoms.sources import PLATFORM, CollectorError
+from kiri.atoms.sources import CollectorError
+from kiri.ground import PLATFORM, platform_name
 
 
 def source_for(platform):
     """The read() function for a sys.platform value, or None if KIRI has none."""
-    if platform.startswith("linux"):
-        return linux.read
-    if platform == "darwin":
-        return macos.read
-    return None
+    return {"linux": linux.read, "macos": macos.read}.get(platform_name(platform))
 
 
-_read = source_for(sys.platform)
+_read = source_for(PLATFORM)
 
 
 def collect(disk_path=None):

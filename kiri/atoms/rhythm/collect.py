@@ -1,6 +1,6 @@
-"""`python -m kiri.atoms.rhythm.collect …` is `kiri rhythm collect …`: the same function, the same flags."""
+"""`python -m kiri.atoms.rhythm.collect …` is `kiri rhythm collect …`."""
 
-from kiri.cli import run_atom_verb
+from kiri.atoms.entry import run_as_kiri
 
 if __name__ == "__main__":
-    run_atom_verb("rhythm", "collect")
+    run_as_kiri("rhythm", "collect")

@@ -8,6 +8,7 @@ repositories during the interval. Read after the observation before it, activity
 3 a.m. on a Sunday is surprising for someone whose history is weekday daytime.
 """
 
+import calendar
 import time
 
 from ..atom import AtomSpec
@@ -18,19 +19,20 @@ SPEC = AtomSpec(
     name="rhythm",
     # When comes first, then what happened: the model predicts the activity given the time.
     schema={"H": (0, 24, 12), "W": (0, 7, 7), "I": (0, 60, 6), "A": (0, 100, 5), "F": (0, 180, 6), "G": (0, 10, 5)},
-    labels={"H": ("hour", ""), "W": ("weekday", ""), "I": ("idle", " min"), "A": ("activity", "%"),
+    labels={"H": ("hour", ""), "W": ("weekday", "", dict(enumerate(calendar.day_name))), "I": ("idle", " min"), "A": ("activity", "%"),
             "F": ("focus block", " min"), "G": ("commits", "")},
     n_embd=32, n_layer=2, n_head=4, block_size=16,
     context=1, interval=300.0, steps=500,
 )
 
 
-def read(settings, store):
-    """One reading; the focus block continues from the previous reading if it is recent."""
+def read(spec, settings, store):
+    """One reading; the focus block continues from the previous reading if it is recent.
+    Activity and commits are counted over the atom's own interval, so each commit once."""
     now = time.time()
     latest = store.latest_observation("rhythm", real_only=True)
-    previous = latest["values"] if latest and now - latest["ts"] <= SPEC.max_gap else None
-    values = sources.read(previous=previous, interval_s=SPEC.interval, repos=settings.paths("rhythm_repos"),
+    previous = latest["values"] if latest and now - latest["ts"] <= spec.max_gap else None
+    values = sources.read(previous=previous, interval_s=spec.interval, repos=settings.paths("rhythm_repos"),
                           now=lambda: now)
     return values, PLATFORM
 

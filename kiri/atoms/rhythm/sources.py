@@ -12,6 +12,7 @@ import sys
 import time
 
 from kiri.atoms.sources import CollectorError, run_command as _run_command
+from kiri.ground import platform_name
 
 # Absolute path: a LaunchAgent starts with PATH=/usr/bin:/bin:/usr/sbin:/sbin.
 IOREG = "/usr/sbin/ioreg"
@@ -113,9 +114,10 @@ def idle_seconds(platform=sys.platform, run=run_command, env=os.environ, now=tim
     macOS asks IOKit through ioreg. Linux asks the X server (xprintidle) when there
     is a display, else logind. `which` finds commands; it is injectable like `run`.
     """
-    if platform == "darwin":
+    platform = platform_name(platform)
+    if platform == "macos":
         return parse_ioreg_idle(run([IOREG, "-c", "IOHIDSystem"]))
-    if not platform.startswith("linux"):
+    if platform != "linux":
         raise CollectorError(f"rhythm: idle time is not available on this platform ({platform})")
 
     # xprintidle is exact to the millisecond but needs an X display. Under Wayland it

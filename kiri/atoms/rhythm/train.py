@@ -1,6 +1,6 @@
-"""`python -m kiri.atoms.rhythm.train …` is `kiri rhythm train …`: the same function, the same flags."""
+"""`python -m kiri.atoms.rhythm.train …` is `kiri rhythm train …`."""
 
-from kiri.cli import run_atom_verb
+from kiri.atoms.entry import run_as_kiri
 
 if __name__ == "__main__":
-    run_atom_verb("rhythm", "train")
+    run_as_kiri("rhythm", "train")

@@ -1,0 +1,167 @@
+"""Alerts: the one shape an alert has, what it is about, when a repeat is the same thing
+again, and the words a person reads — the same for every sink.
+
+    alert = Alert(id, message=format_alert(scores, labels, host), situation=situation_of(scores), …)
+
+An alert's *situation* names the flagged atoms and each one's surprising tokens
+('pulse:C9+M9,rhythm:I0'); within the cooldown, a new situation that is the same
+thing again (same_situation) merges into the earlier alert instead of making another.
+Which tokens are surprising is the Score's rule (atoms/score.py), so the key, the
+words and the table in `kiri <atom> score` always name the same tokens.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from .atoms.score import Score
+
+MAX_LINES = 10   # surprising readings listed per atom; the rest are counted
+ANSWERS = ("Approve if it mattered; Dismiss if not, and KIRI learns to keep quiet about "
+           "ones like it.")
+
+
+@dataclass
+class Alert:
+    id: int
+    message: str
+    atom: str = "nerve"                          # the first flagged atom
+    host: str = ""
+    ts: float = 0.0
+    situation: str = ""
+    scores: list = field(default_factory=list)   # Score objects of the flagged atoms
+
+    def to_json(self):
+        return {"id": self.id, "ts": self.ts, "host": self.host, "atom": self.atom, "message": self.message,
+                "situation": self.situation, "scores": [s.to_json() for s in self.scores]}
+
+    @classmethod
+    def from_json(cls, d):
+        """An Alert from to_json(), a stored alert row (scores under "details"), or an outbox
+        payload of an older KIRI ({"text", "alert_id"})."""
+        details = d.get("details") or {}
+        scores = d.get("scores", details.get("scores")) or []
+        return cls(d.get("id", d.get("alert_id")), d.get("message", d.get("text")), d.get("atom") or "nerve",
+                   d.get("host", details.get("host")) or "", d.get("ts") or 0.0, d.get("situation") or "",
+                   [Score.from_json(s) for s in scores])
+
+
+# -- the situation ---------------------------------------------------------------------
+
+def situation_of(scores):
+    """What an alert is about: which atoms, and each one's surprising tokens ('pulse:C9+M9,rhythm:I0')."""
+    parts = []
+    for s in sorted(scores, key=lambda s: s.atom):
+        surprising = sorted(t["token"] for t in s.surprising())
+        parts.append(s.atom + (":" + "+".join(surprising) if surprising else ""))
+    return ",".join(parts) or "unknown"
+
+
+def same_situation(a, b):
+    """Whether two situations are one thing happening again: the same atoms, and for each
+    atom at least half of the surprising tokens in common (Jaccard >= 0.5).
+
+    Not equality: two readings of one incident differ in which tokens just cross the
+    surprising line, so an exact key sent a second alert for the same CPU-and-memory spike.
+    """
+    a, b = _situation_tokens(a), _situation_tokens(b)
+    if a.keys() != b.keys():
+        return False
+    for atom in a:
+        union = a[atom] | b[atom]
+        if union and 2 * len(a[atom] & b[atom]) < len(union):
+            return False
+    return True
+
+
+def _situation_tokens(situation):
+    """'pulse:C9+M9,rhythm' → {'pulse': {'C9', 'M9'}, 'rhythm': set()}."""
+    atoms = {}
+    for part in situation.split(","):
+        atom, _, tokens = part.partition(":")
+        atoms[atom] = set(tokens.split("+")) - {""}
+    return atoms
+
+
+# -- the words -------------------------------------------------------------------------
+
+def format_alert(scores, labels=None, host=None):
+    """An alert in words, plain text, from the flagged atoms' Scores.
+
+    labels: {"C": ("CPU", "%"), …} for every atom, or {"pulse": {"C": ("CPU", "%")}, …} per
+    atom; a third element names the states of a field that has few, e.g. ("network", "",
+    {0: "down", 1: "up"}). Each surprising reading is one line, "CPU 95% (usually 10–20%)";
+    a likelihood over its level adds that the recent readings, together, are unusual.
+    The last line says what Approve and Dismiss do.
+    """
+    if not scores:
+        raise ValueError("format_alert: no scores to describe")
+    labels = labels or {}
+    blocks = []
+    for i, score in enumerate(scores):
+        per_atom = labels.get(score.atom)
+        field_labels = per_atom if isinstance(per_atom, dict) else labels
+        numbers = [f"score {score.score:.1f}"]
+        if 0 < score.threshold < math.inf:
+            numbers.append(f"{score.ratio:.1f}× its threshold")
+        head = f"{score.atom} is unusual ({', '.join(numbers)})"
+        if i == 0:
+            head = f"KIRI alert{' on ' + host if host else ''}: {head}"
+        surprising = score.surprising()
+        lines = [head] + [token_line(t, field_labels) for t in surprising[:MAX_LINES]]
+        if len(surprising) > MAX_LINES:
+            lines.append(f"…and {len(surprising) - MAX_LINES} more unusual readings")
+        if score.likelihood is not None and score.unusual_at and score.likelihood > score.unusual_at:
+            lines.append("its recent readings are more surprising than usual, together "
+                         f"(likelihood {score.likelihood:.2f}, flagged above {score.unusual_at:.2f})")
+        elif not surprising:
+            lines.append("no single reading stands out; together they are unusual")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n\n" + ANSWERS
+
+
+def token_line(token, labels):
+    """'CPU 95% (usually 10–20%)', 'network down (usually up)', or without a value or the
+    expected range, 'CPU (C9, expected C1)'."""
+    label = labels.get(token.get("field")) or (token.get("field") or "", "")
+    name, unit, states = (tuple(label) + ({},))[:3]
+    said = _value_words(token.get("value"), unit, states)
+    usual = _range_words(token["expected_range"], unit, states) if token.get("expected_range") else None
+    words = " ".join(p for p in (name, said) if p)
+    if said is not None and usual is not None:
+        return f"{words} (usually {usual})"
+    code, expected = str(token.get("token", "?")), token.get("expected")
+    why = f"{code}, expected {expected}" if expected not in (None, "", code) else code
+    return f"{words} ({why})" if words else why
+
+
+def _value_words(value, unit, states):
+    if value is None:
+        return None
+    try:
+        if float(value) in states:
+            return states[float(value)]
+        return _with_unit(_number(value), unit)
+    except (TypeError, ValueError, OverflowError):
+        return str(value)
+
+
+def _range_words(expected_range, unit, states):
+    lo, hi = expected_range
+    if states:
+        return states.get(math.ceil(lo))   # the whole number a state's bucket holds: [0.5, 1] is 1
+    return _with_unit(f"{_number(lo)}–{_number(hi)}", unit)
+
+
+def _number(x):
+    x = float(x)
+    if x == int(x) and abs(x) < 1e15:
+        return "%d" % x
+    digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2
+    return ("%.*f" % (digits, x)).rstrip("0").rstrip(".")
+
+
+def _with_unit(value, unit):
+    if not unit:
+        return value
+    # "95%", "20°C" stick to the number; words get a space: "12 GB", "3 commits".
+    return value + unit if not unit[0].isalnum() else value + " " + unit
