@@ -56,19 +56,22 @@ def situation_of(scores):
     return ",".join(parts) or "unknown"
 
 
-def same_situation(a, b):
-    """Whether two situations are one thing happening again: the same atoms, and for each
-    atom at least half of the surprising tokens in common (Jaccard >= 0.5).
+def same_situation(earlier, new):
+    """Whether a new situation is the earlier one happening again: the same atoms, and for
+    each atom at least half of the surprising tokens in common (Jaccard >= 0.5) — or, for
+    an atom the new one flags by its likelihood alone (no surprising token), nothing more.
 
     Not equality: two readings of one incident differ in which tokens just cross the
     surprising line, so an exact key sent a second alert for the same CPU-and-memory spike.
+    And the likelihood averages the last readings, so it still flags an incident its window
+    holds after the incident's own readings are back to normal: an aftershock, not news.
     """
-    a, b = _situation_tokens(a), _situation_tokens(b)
-    if a.keys() != b.keys():
+    earlier, new = _situation_tokens(earlier), _situation_tokens(new)
+    if earlier.keys() != new.keys():
         return False
-    for atom in a:
-        union = a[atom] | b[atom]
-        if union and 2 * len(a[atom] & b[atom]) < len(union):
+    for atom, tokens in new.items():
+        union = earlier[atom] | tokens
+        if tokens and 2 * len(earlier[atom] & tokens) < len(union):
             return False
     return True
 

@@ -21,6 +21,7 @@ from .errors import KiriError
 
 EXIT_USER_ERROR = 1
 EXIT_BAD_USAGE = 2
+EXIT_NOT_RUNNING = 3   # `kiri daemon status`: stopped, stale or never run (as `systemctl is-active`)
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,12 +35,31 @@ def positive_int(text):
     return _number(text, int, lambda v: v >= 1, "an integer of at least 1")
 
 
+def wait_seconds(text):
+    return _number(text, float, lambda v: 1 <= v <= 600, "a number of seconds from 1 to 600")
+
+
 def nonnegative_int(text):
     return _number(text, int, lambda v: v >= 0, "an integer of at least 0")
 
 
 def positive_float(text):
     return _number(text, float, lambda v: v > 0 and v != float("inf"), "a number greater than 0")
+
+
+def bench_steps(text):
+    return _number(text, int, lambda v: 1 <= v <= 1000, "an integer from 1 to 1000")
+
+
+def reading_counts(text):
+    """'10000,100000' -> [10000, 100000]: `bench train`'s sizes, each 20..5,000,000 (at least
+    the readings training needs, at most what a temporary home can hold in reasonable time)."""
+    return [_number(part.strip(), int, lambda v: 20 <= v <= 5_000_000, "counts from 20 to 5000000, e.g. 10000,100000")
+            for part in text.split(",")]
+
+
+def month_days(text):
+    return _number(text, int, lambda v: 1 <= v <= 60, "a whole number of days from 1 to 60")
 
 
 def _number(text, kind, ok, wanted):
@@ -100,7 +120,8 @@ def add_atom_verbs(group, atom):
 
     p = verbs.add_parser("train", help="train on the stored history, calibrate the threshold, save weights")
     add_training_flags(p, steps=None)
-    p.add_argument("--real-only", action="store_true", help="leave synthetic observations out")
+    p.add_argument("--warm-start", action="store_true",
+                   help="also learn from the stored synthetic history (collect --synthetic N); real readings replace it")
     p.add_argument("--days", type=positive_float, help="only the last N days of history")
     add_home_and_run(p, run_train, **atom_default)
 
@@ -111,6 +132,14 @@ def add_atom_verbs(group, atom):
     add_home_and_run(p, run_score, **atom_default)
 
 
+def add_unit_kind(q, print_help):
+    """--launchd | --systemd | --cron (one is required), and --print."""
+    kind = q.add_mutually_exclusive_group(required=True)
+    for name in ("launchd", "systemd", "cron"):
+        kind.add_argument(f"--{name}", dest="kind", action="store_const", const=name)
+    q.add_argument("--print", action="store_true", help=print_help)
+
+
 def add_loop_commands(commands):
     """daemon, status, alerts, feedback, nerve, init: the feedback loop's commands."""
     p = commands.add_parser("daemon", help="run the monitor: collect, score, decide, act, learn (install: as a service)")
@@ -118,13 +147,20 @@ def add_loop_commands(commands):
     p.add_argument("--inject", nargs=2, metavar=("ATOM", "OBS"), action="append",
                    help="with --once: use this reading instead of collecting one, e.g. pulse \"C=95 M=90 …\"")
     add_home_and_run(p, run_daemon)
-    sub = p.add_subparsers(dest="daemon_verb", metavar="install", parser_class=Parser)
+    sub = p.add_subparsers(dest="daemon_verb", metavar="{status,stop,install,uninstall}", parser_class=Parser)
+    q = sub.add_parser("status", help="running, stopped, or stale (killed?); exit 0 only when running")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    add_home_and_run(q, run_daemon_status)
+    q = sub.add_parser("stop", help="SIGTERM to the daemon holding this home, then wait until it has stopped")
+    q.add_argument("--wait", type=wait_seconds, default=30.0, metavar="SECONDS",
+                   help="how long to wait for it to stop, 1 to 600 (default 30)")
+    add_home_and_run(q, run_daemon_stop)
     q = sub.add_parser("install", help="write a launchd agent, a systemd user unit, or print a cron line")
-    kind = q.add_mutually_exclusive_group(required=True)
-    for name in ("launchd", "systemd", "cron"):
-        kind.add_argument(f"--{name}", dest="kind", action="store_const", const=name)
-    q.add_argument("--print", action="store_true", help="show the file instead of writing it")
+    add_unit_kind(q, "show the file instead of writing it")
     add_home_and_run(q, run_daemon_install)
+    q = sub.add_parser("uninstall", help="remove what install wrote and print what stops the service")
+    add_unit_kind(q, "check and show what would be removed; remove nothing")
+    q.set_defaults(run=run_daemon_uninstall)
 
     p = commands.add_parser("status", help="each atom (trained? when? threshold), the last cycle, pending alerts")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -152,6 +188,33 @@ def add_loop_commands(commands):
     p = commands.add_parser("init", help="create KIRI_HOME with a commented config.ini (mode 0600)")
     add_home_and_run(p, run_init)
 
+    p = commands.add_parser("setup", help="set this machine up: config, a check of each source, Telegram, the service")
+    p.add_argument("--host-name", metavar="NAME", help="this machine's name in alerts (default: its short hostname)")
+    p.add_argument("--pulse-source", choices=("system", "mikrotik"), help="Pulse reads this machine or a MikroTik router")
+    p.add_argument("--mikrotik-url", metavar="URL", help="the router's address, e.g. https://192.168.88.1")
+    p.add_argument("--mikrotik-user", metavar="USER", help="a RouterOS user (a read-only one is enough)")
+    p.add_argument("--mikrotik-password-file", metavar="FILE", help="a file (chmod 600) holding its password")
+    p.add_argument("--telegram-token-file", metavar="FILE", help="a file (chmod 600) holding the bot's token")
+    p.add_argument("--telegram-chat-id", metavar="ID", help="the chat alerts go to")
+    p.add_argument("--telegram-token", "--mikrotik-password", nargs="?", action=RefuseSecret, help=argparse.SUPPRESS)
+    service = p.add_mutually_exclusive_group()
+    service.add_argument("--no-service", action="store_true", help="install no service (run kiri daemon yourself)")
+    service.add_argument("--start", action="store_true", help="start the service now (systemctl / launchctl)")
+    p.add_argument("--no-verify", action="store_true", help="with --start: do not wait for the first reading")
+    p.add_argument("--wait", type=wait_seconds, default=60.0, metavar="SECONDS",
+                   help="how long to wait for the service's first reading, 1 to 600 (default 60)")
+    add_home_and_run(p, run_setup)
+
+
+class RefuseSecret(argparse.Action):
+    """A secret given on the command line, where `ps` and the shell's history show it: a usage error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        what, flag = ("token", "--telegram-token-file") if "telegram" in option_string else \
+            ("password", "--mikrotik-password-file")
+        parser.error(f"a {what} on the command line is seen by every user (ps) and kept in your shell's "
+                     f"history; write it to a file, chmod 600 it, and give {flag} FILE")
+
 
 def build_parser():
     parser = Parser(prog="kiri", description="KIRI: tiny GPTs that learn what is normal for this machine.")
@@ -162,15 +225,16 @@ def build_parser():
     names_verbs = required_subcommands(names, "verb", "VERB")
     p = names_verbs.add_parser("train", help="train the 4,192-parameter names model")
     add_training_flags(p, steps=1000)
-    p.add_argument("--data", metavar="FILE", help="names file, one per line (default data/names.txt)")
-    p.add_argument("--out", metavar="FILE", help="weights file to write (default weights/names.json)")
+    p.add_argument("--data", metavar="FILE", help="names file, one per line (default: the shipped data/names.txt)")
+    p.add_argument("--out", metavar="FILE", help="weights file to write (default KIRI_HOME/weights/names.json)")
     p.set_defaults(run=run_names_train)
     p = names_verbs.add_parser("sample", help="print generated names from saved weights")
     p.add_argument("-n", type=positive_int, default=20, help="how many names (default 20)")
     p.add_argument("--temperature", type=positive_float, default=DEFAULT_TEMPERATURE,
                    help=f"sampling temperature > 0 (default {DEFAULT_TEMPERATURE})")
     p.add_argument("--seed", type=nonnegative_int, default=None, help="random seed (default: random)")
-    p.add_argument("--weights", metavar="FILE", help="weights file (default weights/names.json)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="weights file (default KIRI_HOME/weights/names.json if trained, else the shipped one)")
     add_engine_flag(p)
     p.set_defaults(run=run_names_sample)
 
@@ -205,13 +269,22 @@ def build_parser():
     p.add_argument("--home", metavar="DIR", help="a new or empty folder for the demo (default: a new temporary folder)")
     p.set_defaults(run=run_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks: speed, nab, nab-score")
+    bench = commands.add_parser("bench", help="benchmarks: speed, train, month, nab, nab-score")
     bench_kinds = required_subcommands(bench, "kind", "BENCH")
     p = bench_kinds.add_parser("speed", help="reference vs fast engine: training step, scoring, memory")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--ref-steps", type=positive_int, default=3, help="reference-engine training steps (default 3)")
     p.add_argument("--fast-steps", type=positive_int, default=50, help="fast-engine training steps (default 50)")
     p.set_defaults(run=run_bench_speed)
+    p = bench_kinds.add_parser("train", help="time and memory of training Pulse on 10k / 100k / 500k stored readings")
+    p.add_argument("--sizes", type=reading_counts, default="10000,100000,500000",
+                   help="stored readings per run, comma-separated, each 20..5000000 (default 10000,100000,500000)")
+    p.add_argument("--steps", type=bench_steps, default=5, help="training steps per run, 1..1000 (default 5)")
+    p.set_defaults(run=run_bench_train)
+    p = bench_kinds.add_parser("month", help="the real daemon through a simulated month: incidents, faults, answers")
+    p.add_argument("--days", type=month_days, default=30, help="simulated days, 1..60 (default 30)")
+    p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the simulated machine (default 1)")
+    p.set_defaults(run=run_bench_month)
     p = bench_kinds.add_parser("nab", help="run KIRI's streaming detector over a NAB corpus, write NAB results")
     p.add_argument("--data", required=True, metavar="DIR", help="NAB root: CSVs under DIR/data/<category>/")
     p.add_argument("--out", required=True, metavar="RESULTS", help="results root (RESULTS/kiri/<category>/…)")
@@ -249,15 +322,17 @@ def run_names_train(args):
     from . import names
     settings = settings_for(args)
     with metrics_file(args.metrics) as metrics:
-        names.train_names(steps=args.steps, seed=args.seed, data=args.data or names.DATA,
-                          out=args.out or names.WEIGHTS, engine=settings.engine, batch=args.batch,
+        names.train_names(args.out or names.trained_weights(settings.home), steps=args.steps, seed=args.seed,
+                          data=args.data, engine=settings.engine, batch=args.batch,
                           progress=Progress(label="names"), metrics=metrics)
 
 
 def run_names_sample(args):
     from . import names
-    for name in names.sample_names(n=args.n, temperature=args.temperature, weights=args.weights or names.WEIGHTS,
-                                   seed=args.seed, engine=settings_for(args).engine):
+    settings = settings_for(args)
+    weights = args.weights or names.weights_to_sample(settings.home)
+    for name in names.sample_names(weights, n=args.n, temperature=args.temperature, seed=args.seed,
+                                   engine=settings.engine):
         print(name)
 
 
@@ -299,12 +374,12 @@ def run_train(args):
     module = verbs.atom_module(args.atom, settings)
     with opened_store(settings) as store, metrics_file(args.metrics) as metrics:
         report = verbs.train(module, settings, store, steps=args.steps, seed=args.seed, batch=args.batch,
-                             real_only=args.real_only, days=args.days, progress=Progress(label=args.atom),
+                             warm_start=args.warm_start, days=args.days, progress=Progress(label=args.atom),
                              metrics=metrics)
     print(f"{args.atom}: trained {report.steps} steps on {report.sequences} sequences "
           f"({report.real} real, {report.synthetic} synthetic observations) in {report.seconds:.1f}s; "
           f"loss {report.first_loss:.3f} -> {report.last_loss:.3f}")
-    print(f"{args.atom}: threshold {report.threshold:.3f} (99th percentile of {report.held_out} held-out scores); "
+    print(f"{args.atom}: threshold {report.threshold:.3f} ({report.threshold_reason()}); "
           f"saved {settings.weights_path(args.atom)}")
 
 
@@ -328,16 +403,19 @@ def run_task(args):
 
 
 def run_export(args):
-    with opened_store(settings_for(args)) as store:
+    from .atoms import verbs
+    settings = settings_for(args)
+    hosts = {name: settings.host_of(name) for name in verbs.all_atoms(settings)}
+    with opened_store(settings) as store:
         if args.out:
             try:
                 with open(args.out, "w", encoding="utf-8") as f:
-                    n = store.export_jsonl(f, atom=args.atom)
+                    n = store.export_jsonl(f, atom=args.atom, hosts=hosts)
             except OSError as e:
                 raise KiriError(f"cannot write {args.out}: {e.strerror}") from None
             print(f"exported {n} observations to {args.out}", file=sys.stderr)
         else:
-            store.export_jsonl(sys.stdout, atom=args.atom)
+            store.export_jsonl(sys.stdout, atom=args.atom, hosts=hosts)
 
 
 def run_import(args):
@@ -357,12 +435,15 @@ def run_import(args):
 
 
 def run_daemon(args):
-    from . import daemon, notify
+    from . import daemon, lock, notify
     from .atoms import verbs
     settings = settings_for(args).check()
     if args.inject and not args.once:
         raise KiriError("--inject goes with --once")
-    with opened_store(settings) as store:
+    mode = "once" if args.once else "forever"
+    # Taken before anything is stored, held to the end: two daemons on one home would
+    # store every reading twice and send every alert twice.
+    with lock.DaemonLock(settings.home, mode), opened_store(settings) as store:
         inject = {}
         for atom, text in args.inject or []:
             if atom in inject:
@@ -375,7 +456,8 @@ def run_daemon(args):
                 raise KiriError(f"--inject {atom}: give values (C=95 M=90 …), not tokens")
             inject[atom] = values
         daemon.setup_logging(settings)
-        d = daemon.Daemon(settings, store, sinks=notify.sinks_from_settings(settings))
+        daemon.rotate_unit_output(settings.home)
+        d = daemon.Daemon(settings, store, sinks=notify.sinks_from_settings(settings), mode=mode)
         if args.once:
             print(daemon.describe_cycle(d.cycle(inject=inject)))
         else:
@@ -389,12 +471,49 @@ def run_daemon_install(args):
     # Settings from the shell reach the service too; units.install leaves secrets out and says so.
     env = {k: v for k, v in os.environ.items() if k.startswith("KIRI_") and k != "KIRI_HOME"}
     installed = units.install(args.kind, print_only=args.print, home=settings_for(args).home, env=env)
+    # stdout holds the unit alone, so `--print > com.kiri.daemon.plist` is a valid file;
+    # what to do with it goes to stderr.
     if args.print or installed.path is None:
         print(installed.text, end="" if installed.text.endswith("\n") else "\n")
     if installed.path is not None:
-        print(f"wrote {installed.path}")
+        print(f"wrote {installed.path}", file=sys.stderr)
     if installed.next_command:
-        print(f"next: {installed.next_command}")
+        print(f"next: {installed.next_command}", file=sys.stderr)
+
+
+def run_daemon_status(args):
+    from . import lock, status
+    settings = settings_for(args)
+    with opened_store(settings) as store:
+        info = lock.daemon_status(settings.home, store)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print("kiri daemon: " + status.describe_daemon(info))
+        for pipe, stage, error in info["last_cycle_errors"]:
+            print(f"  last cycle: {pipe} {stage}: {error}")
+    return 0 if info["state"] == "running" else EXIT_NOT_RUNNING
+
+
+def run_daemon_stop(args):
+    from . import lock, units
+    home = settings_for(args).home
+    stopped = lock.stop(home, wait=args.wait)
+    if stopped is None:   # already what was asked for: not an error (as `systemctl stop`)
+        print(f"kiri daemon is not running (home {home})")
+        return
+    print(f"stopped (PID {stopped.pid})")
+    for kind, path in units.installed_units():
+        print(f"note: {path} is installed, so {kind} will start the daemon again; to keep it stopped: "
+              f"{units.stop_command(kind)}")
+
+
+def run_daemon_uninstall(args):
+    from . import units
+    removed = units.uninstall(args.kind, print_only=args.print)
+    if removed.path is not None:
+        print(f"{'would remove' if args.print else 'removed'} {removed.path}")
+    print(f"next: {removed.next_command}")
 
 
 def run_status(args):
@@ -423,26 +542,10 @@ def run_alerts(args):
 
 
 def run_alerts_test(args):
-    from . import daemon, notify
-    from .alerts import Alert
-    from .outbox import SinkError
+    from . import notify
     settings = settings_for(args)
-    sinks = notify.sinks_from_settings(settings)
     with opened_store(settings) as store:
-        text = "KIRI test alert: if you can read this, alerts reach you."
-        alert_id = store.add_alert("nerve", text, situation="test")
-    print(f"test alert {alert_id} written to the store (`kiri alerts` lists it)")
-    daemon.setup_logging(settings)
-    alert = Alert(alert_id, f"{text} The buttons record an answer to this test alert.", host=settings.host)
-    for sink in sinks:
-        try:
-            message_id = sink.send(alert)
-        except SinkError as e:
-            raise KiriError(f"{sink.name}: the test alert did not arrive: {e}") from None
-        print(f"{sink.name}: delivered" + (f" (message {message_id})" if message_id is not None else
-                                           f" to {settings.log_path}" if sink.name == "log" else ""))
-    if not any(sink.name == "telegram" for sink in sinks):
-        print("telegram: not configured (set KIRI_TELEGRAM_TOKEN and KIRI_TELEGRAM_CHAT_ID)")
+        notify.send_test_alert(settings, store, report=print_flush)
 
 
 def run_feedback(args):
@@ -467,7 +570,18 @@ def run_nerve_train(args):
 def run_init(args):
     from .config import write_default_config
     path = write_default_config(settings_for(args).home)
-    print(f"created {path} (mode 0600): edit it, then run `kiri daemon --once`")
+    print(f"created {path} (mode 0600): edit it if you like, then start the monitor: `kiri daemon` "
+          "(or as a service: `kiri daemon install --systemd` / `--launchd`). Each atom learns by itself "
+          "from its own readings; `kiri status` shows how many it still needs.")
+
+
+def run_setup(args):
+    from . import setup
+    given = {"host_name": args.host_name, "pulse_source": args.pulse_source, "mikrotik_url": args.mikrotik_url,
+             "mikrotik_user": args.mikrotik_user, "telegram_chat_id": args.telegram_chat_id}
+    secret_files = {"telegram_token": args.telegram_token_file, "mikrotik_password": args.mikrotik_password_file}
+    setup.run(home=args.home, given=given, secret_files=secret_files, service=not args.no_service, start=args.start,
+              verify=not args.no_verify, wait=args.wait, interactive=sys.stdin.isatty(), report=print_flush)
 
 
 def run_demo(args):
@@ -479,6 +593,16 @@ def run_demo(args):
 def run_bench_speed(args):
     from .bench import speed
     speed.main(as_json=args.json, ref_steps=args.ref_steps, fast_steps=args.fast_steps)
+
+
+def run_bench_train(args):
+    from .bench import train
+    train.main(sizes=args.sizes, steps=args.steps)
+
+
+def run_bench_month(args):
+    from .bench import month
+    month.run(days=args.days, seed=args.seed, report=print_flush)
 
 
 def run_bench_nab(args):

@@ -8,15 +8,17 @@ must not be readable by others (chmod 600), or KIRI refuses it.
 
 import configparser
 import os
+import re
 import socket
 import stat
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.engines import DEFAULT_ENGINE, ENGINES
 from .atoms import RESERVED
 from .errors import KiriError
-from .ground import default_home
+from .ground import atomic_write, default_home
 
 # key -> (default, what it means). Values are text, as a config file or the environment gives them.
 KEYS = {
@@ -37,18 +39,22 @@ KEYS = {
     "rhythm_interval": ("300", "seconds between Rhythm readings in the daemon"),
     "drift_interval": ("3600", "seconds per Drift period in the daemon"),
     "tick": ("30", "seconds the daemon sleeps between checks for due work"),
+    "alert_after": ("2", "an atom alerts when this many readings in a row are over its threshold (or its likelihood is)"),
     "alert_cooldown": ("3600", "seconds during which repeats of one situation merge into one alert"),
     "likelihood_window": ("12", "an atom's recent readings: how many are averaged for its likelihood"),
     "likelihood_history": ("2000", "how many readings before them the likelihood compares with"),
     "likelihood_alert": ("0.1", "flag an atom whose likelihood is above this (between 0 and 1)"),
     "retrain_days": ("7", "each atom retrains on its last N days, every N days"),
-    "spawn_after": ("288", "a declared atom with no weights is trained once it has this many readings"),
-    "nerve_retrain_answers": ("3", "Nerve retrains after this many new answers (and daily)"),
+    "learn_after": ("288", "an atom with no model trains itself once it has this many real readings (a day at 5 min)"),
+    "spawn_after": ("", "the old name of learn_after (used when learn_after is not set)"),
+    "nerve_retrain_answers": ("3", "Nerve retrains after this many new answers (at most hourly, and daily)"),
+    "retain_days": ("90", "readings, scores and decisions older than this many days are deleted (answers are kept)"),
 }
 DEFAULTS = {key: default for key, (default, _) in KEYS.items()}
 SECRETS = ("mikrotik_password", "telegram_token")
 NUMBERS = ("pulse_interval", "rhythm_interval", "drift_interval", "tick", "alert_cooldown", "retrain_days",
-           "spawn_after", "nerve_retrain_answers", "likelihood_window", "likelihood_history", "likelihood_alert")
+           "learn_after", "alert_after", "nerve_retrain_answers", "likelihood_window", "likelihood_history", "likelihood_alert",
+           "retain_days")
 
 
 @dataclass
@@ -78,11 +84,11 @@ class Settings:
             raise KiriError(f"setting {key} must be greater than 0, got {self.get(key)!r}")
         return value
 
-    def count(self, key):
-        """A number of readings: a whole number greater than 0."""
+    def count(self, key, unit="readings"):
+        """A number of readings (or of another `unit`): a whole number greater than 0."""
         value = self.number(key)
         if not value.is_integer():
-            raise KiriError(f"setting {key} must be a whole number of readings, got {self.get(key)!r}")
+            raise KiriError(f"setting {key} must be a whole number of {unit}, got {self.get(key)!r}")
         return int(value)
 
     def fraction(self, key):
@@ -97,8 +103,11 @@ class Settings:
         for key in NUMBERS:
             self.number(key)
         self.fraction("likelihood_alert")
-        for key in ("likelihood_window", "likelihood_history"):
+        for key in ("likelihood_window", "likelihood_history", "learn_after", "alert_after"):
             self.count(key)
+        if self.get("spawn_after").strip():
+            self.count("spawn_after")
+        self.count("retain_days", "days")
         self.flag("mikrotik_verify")
         return self
 
@@ -107,8 +116,23 @@ class Settings:
         return [Path(p).expanduser() for p in text.split(os.pathsep) if p.strip()]
 
     @property
+    def learn_after(self):
+        """Real readings an atom collects before it trains itself; `spawn_after` is its old name."""
+        old_name = self.get("spawn_after").strip() and self.get("learn_after") == DEFAULTS["learn_after"]
+        return self.count("spawn_after" if old_name else "learn_after")
+
+    @property
     def host(self):
         return self.get("host_name").strip() or socket.gethostname().split(".")[0]
+
+    def host_of(self, atom):
+        """The machine an atom watches: this one, or for a Pulse read from a router, the router."""
+        if atom == "pulse" and self.get("pulse_source") == "mikrotik":
+            try:
+                return urllib.parse.urlsplit(self.get("mikrotik_url")).hostname or self.host
+            except ValueError:   # an address urllib cannot read: the source says so when it reads
+                return self.host
+        return self.host
 
     @property
     def db_path(self):
@@ -131,7 +155,7 @@ def load_settings(home=None, engine=None, env=None):
     env = os.environ if env is None else env
     home_path = Path(home).expanduser() if home else default_home(env)
     values = dict(DEFAULTS)
-    file_values, atoms = read_config_file(Path(env.get("KIRI_CONFIG") or home_path / "config.ini"))
+    file_values, atoms = read_config_file(config_path(home_path, env))
     values.update(file_values)
     for key in DEFAULTS:
         if env.get("KIRI_" + key.upper()):
@@ -141,6 +165,12 @@ def load_settings(home=None, engine=None, env=None):
     if values["engine"] not in ENGINES:
         raise KiriError(f"engine must be one of {', '.join(ENGINES)}, got {values['engine']!r}")
     return Settings(home=home_path, engine=values["engine"], values=values, atoms=atoms)
+
+
+def config_path(home, env=None):
+    """The config file: $KIRI_CONFIG if set, else `home`/config.ini."""
+    env = os.environ if env is None else env
+    return Path(env.get("KIRI_CONFIG") or Path(home) / "config.ini")
 
 
 def read_config_file(path):
@@ -170,19 +200,21 @@ def read_config_file(path):
     return values, atoms
 
 
-def write_default_config(home):
-    """Create `home` and a commented config.ini (mode 0600) listing every key; never overwrite."""
-    home = Path(home)
+def write_default_config(home, values=None, path=None):
+    """Create `home` and a commented config.ini (mode 0600) listing every key; never overwrite.
+
+    values ({key: text}) are written uncommented; `path` (default home/config.ini) is where."""
+    home, values = Path(home), values or {}
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(str(home), 0o700)
-    path = home / "config.ini"
+    path = Path(path) if path else home / "config.ini"
     if path.exists():
         raise KiriError(f"{path} already exists; edit it (or remove it to start afresh)")
     lines = ["# KIRI settings. Uncomment a key to change it; the environment (KIRI_<KEY>) overrides this file.",
              "# Secrets (telegram_token, mikrotik_password) make KIRI refuse this file unless it is chmod 600.",
              "[kiri]"]
     for key, (default, meaning) in KEYS.items():
-        lines += [f"# {meaning}", f"# {key} = {default}"]
+        lines += [f"# {meaning}", f"{key} = {values[key]}" if key in values else f"# {key} = {default}"]
     lines += ["", "# Your own atom: a command that prints one JSON object of values, read every interval.",
               "# Fields are name=lo:hi:buckets, or name=learn:buckets to cut them where your readings fall.",
               "# [atom:gpu]", "# schema = T=20:100:8 U=0:100:5", "# command = /usr/local/bin/gpu-stats",
@@ -191,3 +223,43 @@ def write_default_config(home):
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     return path
+
+
+def set_config_values(path, values):
+    """Set `values` ({key: text}) in the [kiri] section of the config file at `path`, keeping
+    every other line; returns the keys whose value changed. A key's line is replaced, else its
+    commented `# key = …` line, else it is added to the section. Nothing changed: the file is
+    not touched; else it is rewritten atomically, mode 0600 (it may now hold a secret)."""
+    path = Path(path)
+    current, _ = read_config_file(path)
+    changed = [key for key, value in values.items() if current.get(key) != value]
+    if not changed:
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for key in changed:
+        _set_line(lines, key, values[key])
+    atomic_write(path, "\n".join(lines) + "\n", 0o600)
+    return changed
+
+
+def _set_line(lines, key, value):
+    header = next((i for i, line in enumerate(lines) if line.strip().lower() == "[kiri]"), None)
+    if header is None:
+        lines += ["[kiri]", f"{key} = {value}"]
+        return
+    start = header + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    setting = re.compile(rf"\s*{re.escape(key)}\s*[=:]", re.IGNORECASE)
+    commented = re.compile(rf"\s*[#;]\s*{re.escape(key)}\s*[=:]", re.IGNORECASE)
+    for pattern in (setting, commented):
+        found = next((i for i in range(start, end) if pattern.match(lines[i])), None)
+        if found is not None:
+            lines[found] = f"{key} = {value}"
+            if pattern is setting:   # the old value's continuation lines go with it
+                while found + 1 < end and lines[found + 1][:1].isspace() and lines[found + 1].strip():
+                    del lines[found + 1]
+                    end -= 1
+            return
+    while end > start and not lines[end - 1].strip():
+        end -= 1   # after the section's last line, before its blank ones
+    lines.insert(end, f"{key} = {value}")

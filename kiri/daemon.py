@@ -11,21 +11,23 @@ One cycle (`kiri daemon --once`, or every `tick` seconds in `kiri daemon`):
 3. acting: an alert is stored, merged with a repeat of the same situation inside the
    cooldown, and queued for every sink (the log, Telegram, …) in the same transaction;
 4. housekeeping: each sink's outbox is delivered and its answers become feedback;
-   Nerve retrains after every few answers and daily; each atom retrains on its last
-   days on a schedule (`retrain:<atom>:7d`), and a declared atom with enough readings
-   but no weights is trained (`spawn:<atom>`).
+   Nerve retrains after every few answers and daily; each atom moves along its
+   lifecycle (lifecycle.py): trained once it has `learn_after` real readings
+   (`spawn:<atom>`), retrained on its last days on a schedule (`retrain:<atom>:7d`).
 
 SIGTERM / SIGINT stop the daemon after the stage it is in.
 """
 
 import logging
 import logging.handlers
+import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
-from . import outbox
+from . import lifecycle, outbox
 from .alerts import format_alert, same_situation, situation_of
 from .atoms import nerve, verbs
 from .atoms.atom import Atom
@@ -37,10 +39,14 @@ from .errors import KiriError
 
 log = logging.getLogger("kiri.daemon")
 
-HEARTBEAT_KEY = "daemon.heartbeat"
+HEARTBEAT_KEY = "daemon.heartbeat"    # {"ts", "pid", "mode", "started"} after every cycle (a bare ts before)
+STOPPED_KEY = "daemon.stopped"        # {"ts", "pid"} when run_forever ends: a daemon without one was killed
 LAST_CYCLE_KEY = "daemon.last_cycle"
 NERVE_TRAINED_KEY = "nerve.trained_at"
 NERVE_ANSWERS_KEY = "nerve.answers_at_training"
+PRUNED_KEY = "store.pruned_at"   # when the last prune finished
+PRUNE_EVERY = 3600               # seconds between prunes: old rows are not urgent
+PRUNE_BATCHES = 20               # short delete transactions per cycle at most (Store.prune)
 
 
 def setup_logging(settings, level=logging.INFO):
@@ -56,6 +62,47 @@ def setup_logging(settings, level=logging.INFO):
     return handler
 
 
+UNIT_OUTPUT = ("daemon.out", "daemon.err", "cron.log")   # launchd's StandardOut/ErrorPath, cron's >>
+UNIT_OUTPUT_BYTES = 1_000_000
+
+
+def rotate_unit_output(home, max_bytes=UNIT_OUTPUT_BYTES, fds=(1, 2)):
+    """Rotate the files launchd and cron append KIRI's output to, which neither ever does: one
+    over max_bytes becomes <name>.1 (one kept). Called at daemon start and each --once run.
+
+    launchd and the shell opened the file before KIRI started, so when it is this process's
+    stdout or stderr that descriptor still writes to the renamed file: it is pointed at a new one.
+    """
+    for name in UNIT_OUTPUT:
+        path = os.path.join(home, name)
+        try:
+            old = os.stat(path)
+            if old.st_size <= max_bytes:
+                continue
+            os.replace(path, path + ".1")
+            for fd in fds:
+                _reopen_if_writing_to(fd, old, path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:   # a full or read-only disk must not stop the monitor
+            log.warning("cannot rotate %s: %s", path, e.strerror or e)
+
+
+def _reopen_if_writing_to(fd, old, path):
+    """Point `fd` at a fresh `path` if it is open on the file `old` (an os.stat result)."""
+    try:
+        current = os.fstat(fd)
+    except OSError:   # closed
+        return
+    if (current.st_dev, current.st_ino) != (old.st_dev, old.st_ino):
+        return
+    for stream in (sys.stdout, sys.stderr):   # what Python buffered belongs to the old file
+        stream.flush()
+    new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(new, fd)
+    os.close(new)
+
+
 @dataclass
 class CycleResult:
     ts: float
@@ -69,12 +116,14 @@ class CycleResult:
 
 
 class Daemon:
-    def __init__(self, settings, store, clock=time.time, sinks=None):
-        """`sinks`: where alerts go (kiri.notify.sinks_from_settings); the log alone by default."""
+    def __init__(self, settings, store, clock=time.time, sinks=None, mode="once"):
+        """`sinks`: where alerts go (kiri.notify.sinks_from_settings); the log alone by default.
+        `mode`: "forever" or "once", written with each heartbeat so `kiri status` tells them apart."""
         self.settings, self.store, self.clock = settings, store, clock
         self.modules = verbs.all_atoms(settings)
         self.sinks = [outbox.LogSink()] if sinks is None else list(sinks)
         self.stop_event = threading.Event()
+        self.mode, self.started = mode, clock()
         self._atoms = {}  # name -> (weights file stamp, Atom): a file is parsed again only when it changes
 
     # --- one cycle -------------------------------------------------------------------
@@ -94,7 +143,7 @@ class Daemon:
                             act=lambda decision: self.act(decision, now, result), on_error=self._log_error)
         report = molecule.cycle()
         result.errors += report.errors
-        for step in (self.deliver_and_poll, self.housekeeping):
+        for step in (self.deliver_and_poll, self.housekeeping, self.prune_old):
             if self.stop_event.is_set():
                 break
             try:
@@ -102,7 +151,8 @@ class Daemon:
             except Exception as e:  # housekeeping must never take the loop down
                 result.errors.append(("housekeeping", step.__name__, str(e)))
                 log.exception("%s failed", step.__name__)
-        self.store.set_kv(HEARTBEAT_KEY, self.clock())
+        self.store.set_kv(HEARTBEAT_KEY, {"ts": self.clock(), "pid": os.getpid(), "mode": self.mode,
+                                          "started": self.started})
         self.store.set_kv(LAST_CYCLE_KEY, summary(result))
         return result
 
@@ -123,7 +173,8 @@ class Daemon:
                 obs_id = self.store.add_observation(name, injected, ts=now, source="inject")
                 return self.store.observation(obs_id)
             latest = self.store.latest_observation(name, real_only=True)
-            if latest and not collect_all and now - latest["ts"] < 0.9 * self.interval(name):
+            # A reading "from the future" (the clock stepped back) never blocks collection.
+            if latest and not collect_all and 0 <= now - latest["ts"] < 0.9 * self.interval(name):
                 result.waiting[name] = (f"not due yet (last reading {now - latest['ts']:.0f} s ago, "
                                         f"every {self.interval(name):g} s)")
                 return None
@@ -179,10 +230,17 @@ class Daemon:
         if not fresh:
             return None
         atoms = list(self.modules)
-        state = nerve.state_of(self.recent_scores(now, fresh), atoms, now)
+        scores = self.recent_scores(now, fresh)
+        state = nerve.state_of(scores, atoms, now)
+        if not injected:   # a reading typed in to try the loop is taken as lasting
+            self.sustain(state, scores, now)
         # The model decides only once there is enough labelled history (README: cold start).
         nerve_atom = self.load_nerve() if nerve.ready(*self.store.decision_counts()) else None
         action, probability, source = nerve.decide(nerve_atom, state)
+        if action == "suppress" and not self.dismissed_before(now, result, state):
+            # Nerve silences only what you have taught it to: an alert like one you dismissed.
+            # A model that has heard nothing but "dismiss" would otherwise silence everything.
+            action, probability, source = "alert", 1.0, "rule"
         source = "inject" if injected and source == "rule" else source
         decision_id = self.store.add_decision(state, action, probability, source=source, ts=now)
         result.decision = {"id": decision_id, "action": action, "probability": probability, "source": source,
@@ -190,11 +248,45 @@ class Daemon:
         log.info("decision %s (p %.2f, %s) on %s", action, probability, source, describe_state(state))
         return result.decision
 
+    def sustain(self, state, scores, now):
+        """Each atom's ratio in Nerve's state becomes the lowest of its last `alert_after`
+        readings (Prometheus' `for:`): over the threshold means over it for that long.
+
+        At the 99th percentile, one reading in a hundred of a normal machine is over the
+        threshold: three a day at 5-minute readings. Two in a row, by chance, are about one
+        in ten thousand. A reading after a gap (a sleep, a restart) stands on its own.
+        """
+        n = self.settings.count("alert_after")
+        for s in scores:
+            key = nerve.prefix_of(s.atom)
+            if n <= 1 or state.get(key) is None:
+                continue
+            readings = {}   # observation -> its newest score (a reading scored twice counts once)
+            for r in self.store.latest_scores(s.atom, limit=2 * n):
+                if r["observation_id"] is not None and r["threshold"] and len(readings) < n:
+                    readings.setdefault(r["observation_id"], r)
+            recent = [r["score"] / r["threshold"] for r in readings.values()
+                      if now - r["ts"] <= (n + 1) * self.interval(s.atom)]
+            state[key] = min([state[key]] + recent)
+
+    def dismissed_before(self, now, result, state):
+        """Whether an alert in the situation flagged now was dismissed before (within retention)."""
+        situation = situation_of(self.flagged(now, result, state))
+        return any(same_situation(a["situation"], situation) for a in self.store.alerts(state="dismissed", limit=500))
+
+    def flagged(self, now, result, state):
+        """The scores an alert now is about: each atom over its threshold for `alert_after`
+        readings (its ratio in Nerve's state), or unusual together by its likelihood. A lone
+        reading over the line on another atom is not part of the situation."""
+        def unusual(s):
+            return s.likelihood is not None and s.unusual_at is not None and s.likelihood > s.unusual_at
+        return [s for s in self.recent_scores(now, result.scores)
+                if (state.get(nerve.prefix_of(s.atom)) or 0) > 1 or unusual(s)]
+
     def act(self, decision, now, result):
         if decision is None or decision["action"] == "ok":
             return None
-        flagged = [s for s in result.scores if s.verdict != "normal"] or \
-                  [s for s in self.recent_scores(now, result.scores) if s.verdict != "normal"]
+        flagged = self.flagged(now, result, decision["state"])
         situation = situation_of(flagged)
         if decision["action"] == "suppress":
             log.info("suppressed (Nerve has learned you do not want this one): %s", situation)
@@ -207,7 +299,7 @@ class Daemon:
             result.alert = {"id": earlier["id"], "merged_into": earlier["id"], "message": earlier["message"]}
             return result.alert
         labels = {name: m.SPEC.labels for name, m in self.modules.items()}
-        host = self.settings.host
+        host = ", ".join(dict.fromkeys(self.settings.host_of(s.atom) for s in flagged)) or self.settings.host
         message = format_alert(flagged, labels=labels, host=host) if flagged else \
             f"KIRI alert on {host}: Nerve decided to alert on {describe_state(decision['state'])}"
         main_atom = flagged[0].atom if flagged else "nerve"
@@ -235,28 +327,29 @@ class Daemon:
                 log.warning("%s: %s", sink.name, e)
 
     def housekeeping(self, now, result):
+        """Nerve learns from new answers; each atom moves along its lifecycle (lifecycle.py):
+        its first model once it has enough real readings, a retrain when one is due."""
         self.maybe_retrain_nerve(now, result)
-        for name, module in self.modules.items():
+        for name in self.modules:
             if self.stop_event.is_set():
                 return
-            path = self.settings.weights_path(name)
-            atom = self.atom(name)
-            if not atom.trained:
-                if name in self.settings.atoms and \
-                        sum(self.store.count_observations(name).values()) >= self.settings.number("spawn_after"):
-                    self.meta(f"spawn:{name}", now, result)
-                continue
-            trained_at = atom.weights.trained_on.get("to_ts") or 0
-            days = self.settings.number("retrain_days")
-            if path.exists() and now - max(trained_at, path.stat().st_mtime) > days * 86400:
-                self.meta(f"retrain:{name}:{days:g}d", now, result)
+            action = lifecycle.due(name, self.atom(name), self.store.count_observations(name), self.settings,
+                                   self.store, now)
+            if action:
+                self.meta(action, now, result)
 
     def meta(self, action, now, result):
-        """Run a meta-action for real and record it as a decision."""
-        run_meta(action, self.settings, self.store, self.modules, now=now)
+        """Run a meta-action for real and record it as a decision. An atom that cannot be
+        trained yet (too few readings in its window) is one line in the log, not a crash."""
+        try:
+            outcome = lifecycle.run(action, self.settings, self.store, self.modules, now=now)
+        except KiriError as e:
+            result.errors.append((action, "housekeeping", str(e)))
+            log.warning("%s: %s", action, e)
+            return
         self.store.add_decision({}, action, 1.0, source="rule", ts=now)
         result.meta.append(action)
-        log.info("%s done", action)
+        log.info("%s", outcome)
 
     def load_nerve(self):
         return self.atom("nerve")
@@ -284,13 +377,30 @@ class Daemon:
             return
         since_answers = answers - (self.store.get_kv(NERVE_ANSWERS_KEY) or 0)
         age = now - (self.store.get_kv(NERVE_TRAINED_KEY) or 0)
-        if since_answers >= self.settings.number("nerve_retrain_answers") or age > 86400:
+        # New answers retrain it at most hourly: a burst of answers is one lesson, not ten trainings.
+        if (since_answers >= self.settings.number("nerve_retrain_answers") and age >= 3600) or age > 86400:
             nerve.train(list(self.modules), self.store.labelled_decisions(), self.settings.weights_path("nerve"),
                         engine=self.settings.engine)
             self.store.set_kv(NERVE_TRAINED_KEY, now)
             self.store.set_kv(NERVE_ANSWERS_KEY, answers)
             result.meta.append("retrain:nerve")
             log.info("Nerve retrained on %d decisions (%d answers)", decisions, answers)
+
+    def prune_old(self, now, result):
+        """Forget what is older than `retain_days` (Store.prune keeps answers and whatever is
+        still needed). A cycle spends at most PRUNE_BATCHES short deletes on it, so a long
+        backlog is worked off over several cycles; once a prune finishes, none for an hour."""
+        last = self.store.get_kv(PRUNED_KEY) or 0
+        if 0 <= now - last < PRUNE_EVERY:   # a clock stepped back does not stop pruning
+            return
+        days = self.settings.count("retain_days", "days")
+        report = self.store.prune(now - days * 86400, max_batches=PRUNE_BATCHES)
+        if report.finished:
+            self.store.set_kv(PRUNED_KEY, now)
+        if any(report.deleted.values()):
+            log.info("forgot what is older than %d days: %s%s", days,
+                     ", ".join(f"{n} {table}" for table, n in report.deleted.items() if n),
+                     "" if report.finished else " (more next cycle)")
 
     # --- forever -----------------------------------------------------------------------
 
@@ -304,6 +414,7 @@ class Daemon:
             except Exception:  # the loop outlives any bug in one cycle
                 log.exception("cycle failed")
             (sleep or self.stop_event.wait)(tick)
+        self.store.set_kv(STOPPED_KEY, {"ts": self.clock(), "pid": os.getpid()})
         log.info("daemon stopped")
 
     def install_signal_handlers(self):
@@ -315,16 +426,8 @@ class Daemon:
 
 
 def run_meta(action, settings, store, modules=None, now=None):
-    """`retrain:<atom>:<days>d` or `spawn:<atom>`: train and atomically swap the weights."""
-    modules = modules or verbs.all_atoms(settings)
-    parts = action.split(":")
-    if parts[0] == "retrain" and len(parts) == 3 and parts[1] in modules and parts[2].endswith("d"):
-        days = float(parts[2][:-1])
-        # The old weights keep serving until save() renames the new file over them.
-        return verbs.train(modules[parts[1]], settings, store, days=days, now=now)
-    if parts[0] == "spawn" and len(parts) == 2 and parts[1] in modules:
-        return verbs.train(modules[parts[1]], settings, store)
-    raise KiriError(f"unknown meta-action {action!r}")
+    """`retrain:<atom>:<days>d` or `spawn:<atom>` for real (lifecycle.run); returns its outcome."""
+    return lifecycle.run(action, settings, store, modules or verbs.all_atoms(settings), now=now)
 
 
 def describe_state(state):

@@ -36,7 +36,7 @@ def run(home=None, seconds=20, steps=400, synthetic=WEEK_OF_READINGS, report=pri
         report(f"2. adding {synthetic} synthetic readings (a week of weekday working hours, every 5 min) …")
         verbs.add_synthetic(pulse, store, synthetic, seed=0)
         report(f"3. training Pulse for {steps} steps (fast engine) …")
-        trained = verbs.train(pulse, settings, store, steps=steps, progress=progress)
+        trained = verbs.train(pulse, settings, store, steps=steps, warm_start=True, progress=progress)
         report(f"   loss {trained.first_loss:.3f} -> {trained.last_loss:.3f} in {trained.seconds:.1f}s; "
                f"threshold {trained.threshold:.3f}")
         report("4. scoring")

@@ -12,13 +12,29 @@ from .core.weights import Weights, load, save
 from .errors import KiriError
 from .paths import shipped
 
-DATA = shipped("data", "names.txt")
-WEIGHTS = shipped("weights", "names.json")
+WEIGHTS_NAME = "names.json"
 # microgpt's model: 16-wide, 1 layer, 4 heads, 16 positions (4,192 parameters).
 N_EMBD, N_LAYER, N_HEAD, BLOCK_SIZE = 16, 1, 4, 16
 
 
-def read_docs(path=DATA):
+def shipped_names():
+    """The names list that ships with KIRI (data/names.txt in a clone)."""
+    return shipped("data", "names.txt")
+
+
+def trained_weights(home):
+    """Where `names train` saves: KIRI_HOME/weights, never next to the package, whose
+    install prefix belongs to pip (and may not be writable)."""
+    return Path(home) / "weights" / WEIGHTS_NAME
+
+
+def weights_to_sample(home):
+    """The user's own trained names weights if there are any, else the shipped ones."""
+    trained = trained_weights(home)
+    return trained if trained.exists() else shipped("weights", WEIGHTS_NAME)
+
+
+def read_docs(path):
     """One name per line, blank lines dropped."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -30,9 +46,11 @@ def read_docs(path=DATA):
     return docs
 
 
-def train_names(steps=1000, seed=42, data=DATA, out=WEIGHTS, engine=DEFAULT_ENGINE,
+def train_names(out, steps=1000, seed=42, data=None, engine=DEFAULT_ENGINE,
                 batch=1, progress=None, metrics=None, report=print):
-    """Train microgpt on the names and save the weights; returns the TrainResult."""
+    """Train microgpt on the names (`data`, default the shipped list) and save the weights
+    to `out`; returns the TrainResult."""
+    data = data or shipped_names()
     docs = read_docs(data)
     language = CharLanguage.from_docs(docs)
     config = GPTConfig(vocab_size=language.vocab_size, n_embd=N_EMBD, n_layer=N_LAYER,
@@ -49,7 +67,7 @@ def train_names(steps=1000, seed=42, data=DATA, out=WEIGHTS, engine=DEFAULT_ENGI
     return result
 
 
-def sample_names(n=20, temperature=DEFAULT_TEMPERATURE, weights=WEIGHTS, seed=None, engine=DEFAULT_ENGINE):
+def sample_names(weights, n=20, temperature=DEFAULT_TEMPERATURE, seed=None, engine=DEFAULT_ENGINE):
     """`n` new names from saved weights."""
     w = load(weights)
     model = make_engine(engine, w.config, w.params)

@@ -6,7 +6,10 @@ import time
 from .atoms import verbs
 from .atoms.score import Score
 from .core.weights import WeightsError
+from . import lifecycle
+from . import lock
 from .daemon import HEARTBEAT_KEY, LAST_CYCLE_KEY
+from .errors import KiriError
 
 
 def collect_status(settings, store, now=None):
@@ -14,17 +17,27 @@ def collect_status(settings, store, now=None):
     now = time.time() if now is None else now
     atoms = {}
     for name, module in verbs.all_atoms(settings).items():
-        entry = {"observations": store.count_observations(name), "trained": False}
+        counts = store.count_observations(name)
+        entry = {"observations": counts, "trained": False, "phase": "cold",
+                 "readings_to_go": max(0, settings.learn_after - counts["real"])}
         try:
             atom = verbs.load_atom(module, settings)
         except WeightsError as e:
             entry["weights_error"] = str(e)
             atom = None
+        if atom is not None:
+            entry["phase"] = lifecycle.phase(atom, counts, settings.learn_after)
         if atom is not None and atom.trained:
             path = settings.weights_path(name)
-            entry.update(trained=True, trained_at=path.stat().st_mtime if path.exists() else None,
+            trained_on = atom.weights.trained_on
+            entry.update(trained=True, trained_at=trained_on.get("trained_at") or (path.stat().st_mtime if path.exists() else None),
                          threshold=atom.threshold if math.isfinite(atom.threshold) else None,
-                         steps=atom.weights.step, note=atom.weights_note)
+                         steps=atom.weights.step, note=atom.weights_note,
+                         learned_from={k: trained_on.get(k, 0) for k in ("real", "synthetic")},
+                         false_alarm_rate=atom.weights.threshold.get("false_alarm_rate"))
+        retrain = store.get_kv(lifecycle.RETRAIN_KEY.format(name))
+        if retrain:
+            entry["last_retrain"] = retrain
         source_error = store.get_kv(f"atom.{name}.source")
         if source_error:
             entry["source"] = source_error
@@ -33,32 +46,59 @@ def collect_status(settings, store, now=None):
             entry["last_score"] = dict(Score.from_json(latest[0]).to_json(), ts=latest[0]["ts"],
                                        verdict=latest[0]["verdict"])
         atoms[name] = entry
-    heartbeat = store.get_kv(HEARTBEAT_KEY)
+    heartbeat = lock.parse_heartbeat(store.get_kv(HEARTBEAT_KEY))
+    try:
+        daemon = lock.daemon_status(settings.home, store, now)
+    except KiriError as e:   # no flock here, or an unreadable lock: the rest of the status still holds
+        daemon = {"state": "unknown", "why": str(e)}
     return {
         "host": settings.host,
         "home": str(settings.home),
         "atoms": atoms,
         "nerve_trained": settings.weights_path("nerve").exists(),
-        "heartbeat_age": None if heartbeat is None else now - heartbeat,
+        "heartbeat_age": None if heartbeat is None else now - heartbeat["ts"],
+        "daemon": daemon,
         "last_cycle": store.get_kv(LAST_CYCLE_KEY),
         "pending_alerts": [a for a in store.alerts(state="open", limit=20)],
         "outbox_pending": store.outbox_pending(),
+        "db_bytes": store.size_bytes(),
     }
 
 
 def ago(seconds):
-    if seconds is None:
-        return "never"
+    return "never" if seconds is None else duration(seconds) + " ago"
+
+
+def duration(seconds):
+    """'40 s', '3 min', '2 h', '5 d'."""
+    seconds = max(0.0, seconds)   # a clock stepped back never shows a negative age
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return f"{seconds:.0f} s ago"
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def describe_daemon(d, now=None):
+    """The daemon in a few words, from lock.daemon_status: 'running (PID 1234, 2 h, last cycle 12 s ago)'."""
+    now = time.time() if now is None else now
+    if d["state"] == "running":
+        mode = " --once" if d["mode"] == "once" else ""
+        uptime = "" if d["uptime"] is None else f", {duration(d['uptime'])}"
+        cycle = "no cycle finished yet" if d["last_cycle_age"] is None else f"last cycle {ago(d['last_cycle_age'])}"
+        return f"running{mode} (PID {d['pid'] or '?'}{uptime}, {cycle})"
+    if d["state"] == "stopped":
+        return f"stopped {ago(now - d['stopped_at'])}" + (" (after one daemon --once cycle)" if d["mode"] == "once" else "")
+    if d["state"] == "stale":
+        return f"stale — last heartbeat {ago(d['last_cycle_age'])}, no stop recorded (killed?)"
+    if d["state"] == "never":
+        return "never run"
+    return f"unknown ({d['why']})"
 
 
 def format_status(info, now=None):
     now = time.time() if now is None else now
     lines = [f"KIRI on {info['host']}, home {info['home']}",
-             f"daemon heartbeat: {ago(info['heartbeat_age'])}"]
+             "daemon: " + describe_daemon(info["daemon"], now)]
     for name, a in info["atoms"].items():
         obs = a["observations"]
         count = f"{obs['real']} real + {obs['synthetic']} synthetic readings"
@@ -68,9 +108,16 @@ def format_status(info, now=None):
             state = f"weights unusable: {a['weights_error']}"
         elif a["trained"]:
             threshold = "none" if a["threshold"] is None else f"{a['threshold']:.3f}"
-            state = f"trained {ago(now - a['trained_at']) if a.get('trained_at') else ''}, threshold {threshold}"
+            learned = a["learned_from"]
+            state = (f"watching: model trained {ago(now - a['trained_at']) if a.get('trained_at') else ''} on "
+                     f"{learned['real']} real" + (f" + {learned['synthetic']} synthetic" if learned["synthetic"] else "")
+                     + f" readings, threshold {threshold}")
+            if a.get("false_alarm_rate") is not None:
+                state += f", {100 * a['false_alarm_rate']:.1f} % false alarms on held-out readings"
+        elif a["phase"] == "learning":
+            state = "learning: enough readings, the daemon trains it at its next cycle"
         else:
-            state = "no weights yet"
+            state = f"cold: collecting, {a['readings_to_go']} readings to go before it learns"
         line = f"  {name:<8} {state}; {count}"
         if a.get("source"):
             line += f"; source unavailable: {a['source']}"
@@ -79,6 +126,8 @@ def format_status(info, now=None):
             likelihood = "" if s.get("likelihood") is None else f", likelihood {s['likelihood']:.2f}"
             line += f"; last score {s['score']:.3f} ({s['verdict']}{likelihood}, {ago(now - s['ts'])})"
         lines.append(line)
+        if a.get("last_retrain"):
+            lines.append(f"           last retrain {ago(now - a['last_retrain']['ts'])}: {a['last_retrain']['outcome']}")
     lines.append(f"  nerve    {'trained' if info['nerve_trained'] else 'rule (not enough answers yet)'}")
     cycle = info["last_cycle"]
     if cycle:
@@ -89,4 +138,5 @@ def format_status(info, now=None):
     lines.append(f"pending alerts: {len(pending)}" + (" — " + ", ".join(f"#{a['id']}" for a in pending) if pending else ""))
     if info["outbox_pending"]:
         lines.append(f"messages waiting to be sent: {info['outbox_pending']}")
+    lines.append(f"database {info['db_bytes'] / 1e6:.1f} MB")
     return "\n".join(lines)

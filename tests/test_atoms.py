@@ -4,13 +4,18 @@ import random
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
-from kiri.atoms.atom import MIN_OBSERVATIONS, Atom, AtomSpec, held_out_indices
+from kiri.atoms import verbs
+from kiri.atoms.atom import (MIN_OBSERVATIONS, TRAIN_WINDOW, Atom, AtomSpec, evenly_spaced, held_out_indices,
+                             threshold_of)
+from kiri.atoms.score import SURPRISING
 from kiri.atoms.drift.schema import SPEC as DRIFT, synthetic as drift_synthetic
 from kiri.atoms.pulse.schema import SPEC as PULSE, synthetic as pulse_synthetic
 from kiri.atoms.rhythm.schema import SPEC as RHYTHM, synthetic as rhythm_synthetic
 from kiri.core.weights import previous_path
 from kiri.errors import KiriError
+from kiri.store import open_store
 
 END = 1_790_000_000.0  # a fixed "now": tests never depend on the clock
 
@@ -167,3 +172,75 @@ class LearnedFields(unittest.TestCase):
         for bad in ("Q=learn", "Q=learn:0", "Q=learn:six", "Q=learn:6 Q=learn:2"):
             with self.assertRaisesRegex(KiriError, "must look like Q=learn:6", msg=bad):
                 parse_schema("gpu", bad)
+
+
+class Threshold(unittest.TestCase):
+    """The threshold is the held-out scores' 99th percentile, but never below one unlikely token."""
+
+    def test_a_steady_history_gets_the_floor(self):
+        steady = {"C": 4.0, "M": 42.0, "D": 44.0, "S": 0.0, "L": 0.3, "N": 1}
+        rng = random.Random(0)
+        hist = [{"ts": END - (300 - i) * 60, "synthetic": False,   # jitter inside the same buckets
+                 "values": dict(steady, C=3 + 4 * rng.random(), L=0.2 + 0.5 * rng.random())} for i in range(300)]
+        with tempfile.TemporaryDirectory() as tmp:
+            atom = Atom(PULSE)
+            report = atom.train(hist, Path(tmp) / "pulse.json", steps=30)
+        floor = SURPRISING / 6
+        saved = atom.weights.threshold
+        self.assertEqual((report.threshold, saved["score"], saved["floor"], saved["set_by"]),
+                         (floor, floor, floor, "floor"))
+        self.assertLess(saved["q99"], 0.01, "every held-out reading is ~0: the 99th percentile collapses")
+        self.assertEqual(report.threshold_reason(),
+                         f"floor: one unlikely token; q99 of 60 held-out scores was {saved['q99']:.3f}")
+        self.assertEqual(saved["false_alarm_rate"], 0.0)
+
+        self.assertEqual(atom.score(dict(steady, C=6.5), [steady]).verdict, "normal")
+        two_far = atom.score(dict(steady, C=95.0, M=95.0), [steady])
+        self.assertEqual(two_far.verdict, "anomaly")
+        # One bucket off in one field is a bucket this history never visited, as new to the
+        # model as one far away (README, Limits): the floor cannot make it normal, but it is
+        # now tens of times the threshold, where the collapsed q99 made it thousands.
+        one_off = atom.score(dict(steady, C=15.0), [steady])
+        self.assertLess(one_off.ratio, 100)
+        self.assertGreater(two_far.score, 1.5 * one_off.score)
+
+    def test_threshold_of_and_the_false_alarm_rate(self):
+        scores = [0.1] * 98 + [5.0, 6.0]
+        t = threshold_of(scores, [True] * 100, floor=0.3)
+        self.assertEqual((t["score"], t["q99"], t["set_by"], t["scored"], t["real_scored"]), (5.0, 5.0, "q99", 100, 100))
+        self.assertEqual(t["false_alarm_rate"], 0.01, "one real reading of 100 over the line")
+        only_last_ten = threshold_of(scores, [False] * 90 + [True] * 10, floor=0.3)
+        self.assertEqual((only_last_ten["false_alarm_rate"], only_last_ten["real_scored"]), (0.1, 10))
+        self.assertIsNone(threshold_of(scores, [False] * 100, floor=0.3)["false_alarm_rate"], "no real readings")
+        floored = threshold_of(scores, [True] * 100, floor=7.0)
+        self.assertEqual((floored["score"], floored["set_by"], floored["false_alarm_rate"]), (7.0, "floor", 0.0))
+
+    def test_calibration_scores_an_evenly_spaced_sample(self):
+        self.assertEqual(evenly_spaced(list(range(10)), 4), [0, 2, 5, 7])
+        self.assertEqual(evenly_spaced([3, 4], 4), [3, 4])
+        hist = history(pulse_synthetic, 100, PULSE.interval)
+        with tempfile.TemporaryDirectory() as tmp, mock.patch("kiri.atoms.atom.CALIBRATION_SAMPLE", 7):
+            report = Atom(PULSE).train(hist, Path(tmp) / "pulse.json", steps=2)
+        c = report.calibration
+        self.assertEqual((c["held_out"], c["scored"], c["real_scored"]), (20, 7, 0))
+        self.assertIsNone(c["false_alarm_rate"], "synthetic history only: no real readings to judge")
+        self.assertEqual(report.threshold_reason(), "q99 of 7 of 20 held-out scores; floor 0.333")
+
+
+class TrainingWindow(unittest.TestCase):
+    """Training reads only the newest readings, in SQL, whatever the history's length."""
+
+    def test_history_is_the_newest_window_without_injected_rows(self):
+        with tempfile.TemporaryDirectory() as tmp, open_store(tmp) as store:
+            store.add_observations([{"atom": "pulse", "ts": END + i, "values": {"C": float(i)}} for i in range(30)])
+            store.add_observation("pulse", {"C": 99.0}, ts=END + 100, source="inject")
+            module = verbs.atom_module("pulse")
+            rows = verbs.history_for(module, store, window=5)
+            self.assertEqual([r["values"]["C"] for r in rows], [25.0, 26.0, 27.0, 28.0, 29.0],
+                             "the newest five, oldest first; the injected reading is not history")
+            rows = verbs.history_for(module, store, days=10 / 86400, now=END + 30, window=5)
+            self.assertEqual(len(rows), 5)
+            self.assertEqual(len(verbs.history_for(module, store, days=3 / 86400, now=END + 30, window=5)), 3,
+                             "--days narrows the window")
+            self.assertEqual(len(verbs.history_for(module, store)), 30)
+            self.assertGreaterEqual(TRAIN_WINDOW, 7 * 24 * 60, "a week at one reading a minute fits in the window")

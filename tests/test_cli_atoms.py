@@ -75,9 +75,9 @@ class AtomCommandLine(CommandLineAssertions, unittest.TestCase):
         self.assertNotIn("Traceback", proc.stderr)
         return proc
 
-    def export(self, atom=None, home=None):
+    def export(self, atom=None, home=None, env=None):
         args = ("export",) + (("--atom", atom) if atom else ())
-        proc = self.ok(*args, home=home)
+        proc = self.ok(*args, home=home, env=env)
         return [json.loads(line) for line in proc.stdout.splitlines()]
 
     def use_trained_home(self):
@@ -186,11 +186,11 @@ class Synthetic(AtomCommandLine):
 
 
 class Train(AtomCommandLine):
-    def test_reports_real_and_synthetic_counts_and_real_only_leaves_synthetic_out(self):
+    def test_reports_real_and_synthetic_counts_and_only_a_warm_start_takes_synthetic(self):
         self.import_rows(real_pulse_rows(25, end=time.time() - 86400))
         self.ok("pulse", "collect", "--synthetic", 40)
         metrics = self.tmp / "metrics.jsonl"
-        proc = self.ok("pulse", "train", "--steps", 6, "--metrics", metrics)
+        proc = self.ok("pulse", "train", "--steps", 6, "--metrics", metrics, "--warm-start")
         self.assertEqual(COUNTS.search(proc.stdout).groups(), ("25", "40"), proc.stdout)
         self.assertIn("trained 6 steps", proc.stdout)
         self.assertTrue((self.home / "weights" / "pulse.json").is_file())
@@ -204,17 +204,18 @@ class Train(AtomCommandLine):
             self.assertLessEqual({"step", "loss", "lr", "seconds"}, set(r))
             self.assertGreater(r["loss"], 0)
 
-        proc = self.ok("pulse", "train", "--steps", 4, "--real-only")
+        proc = self.ok("pulse", "train", "--steps", 4)   # synthetic history is never mixed in silently
         self.assertEqual(COUNTS.search(proc.stdout).groups(), ("25", "0"), proc.stdout)
         weights = json.loads((self.home / "weights" / "pulse.json").read_text(encoding="utf-8"))
         self.assertEqual(weights["trained_on"]["synthetic"], 0)
-        self.assertTrue(weights["trained_on"]["real_only"])
+        self.assertFalse(weights["trained_on"]["warm_start"])
 
-    def test_real_only_with_too_few_real_rows_fails_clearly(self):
+    def test_too_few_real_rows_fails_clearly_and_names_the_warm_start(self):
         self.import_rows(real_pulse_rows(5, end=time.time()))
         self.ok("pulse", "collect", "--synthetic", 40)
-        proc = self.kiri("pulse", "train", "--steps", 3, "--real-only")
-        self.assertUserError(proc, "only 5 observations")
+        proc = self.kiri("pulse", "train", "--steps", 3)
+        self.assertUserError(proc, "only 5 real readings")
+        self.assertIn("kiri pulse train --warm-start", proc.stderr)
         self.assertFalse((self.home / "weights" / "pulse.json").exists())
 
     def test_zero_steps_is_a_one_line_error(self):
@@ -227,10 +228,11 @@ class Train(AtomCommandLine):
         self.use_trained_home()
         before = self.weights_snapshot()
         self.assertIn("pulse.json", before)
-        # The trained home holds synthetic rows only: --real-only has nothing to learn from.
-        self.assertUserError(self.kiri("pulse", "train", "--steps", 3, "--real-only"), "need at least")
+        # The trained home holds synthetic rows only: without --warm-start there is nothing to learn from.
+        self.assertUserError(self.kiri("pulse", "train", "--steps", 3), "need at least")
         # And the last 0.00001 days (under a second) hold nothing either.
-        self.assertUserError(self.kiri("pulse", "train", "--steps", 3, "--days", 0.00001), "need at least")
+        self.assertUserError(self.kiri("pulse", "train", "--steps", 3, "--days", 0.00001, "--warm-start"),
+                             "need at least")
         self.assertUserError(self.kiri("pulse", "train", "--steps", 0), "--steps")
         self.assertEqual(self.weights_snapshot(), before)
 
@@ -346,7 +348,7 @@ class Home(AtomCommandLine):
     def test_home_flag_wins_over_kiri_home(self):
         flag_home, env_home = self.tmp / "flag", self.tmp / "env"
         self.ok("pulse", "collect", "--synthetic", 30, "--home", flag_home, home=env_home)
-        self.ok("pulse", "train", "--steps", 3, "--home", flag_home, home=env_home)
+        self.ok("pulse", "train", "--steps", 3, "--warm-start", "--home", flag_home, home=env_home)
         self.assertTrue((flag_home / "kiri.db").is_file())
         self.assertTrue((flag_home / "weights" / "pulse.json").is_file())
         self.assertFalse(env_home.exists())
@@ -400,7 +402,7 @@ class Drift(AtomCommandLine):
 
     def test_synthetic_train_and_score(self):
         self.ok("drift", "collect", "--synthetic", 40)
-        proc = self.ok("drift", "train", "--steps", 4)
+        proc = self.ok("drift", "train", "--steps", 4, "--warm-start")
         self.assertEqual(COUNTS.search(proc.stdout).groups(), ("0", "40"))
         result = json.loads(self.ok("drift", "score", "--json", "--obs", "A=3 C=1 S=2").stdout)
         self.assertEqual([t["token"] for t in result["tokens"]], ["A3", "C1", "S2"])
@@ -427,11 +429,24 @@ class Rhythm(AtomCommandLine):
         self.assertEqual(len(rows), 50)
         self.assertTrue(all(row["synthetic"] for row in rows))
         self.assertTrue(all(sorted(row["values"]) == ["A", "F", "G", "H", "I", "W"] for row in rows))
-        self.ok("rhythm", "train", "--steps", 3)
+        self.ok("rhythm", "train", "--steps", 3, "--warm-start")
         self.assertTrue((self.home / "weights" / "rhythm.json").is_file())
 
 
 class ExportImport(AtomCommandLine):
+    def test_each_line_names_the_machine_and_a_router_fed_pulse_names_the_router(self):
+        self.ok("drift", "collect", "--added", "1", "--completed", "0", "--switched", "0")
+        self.import_rows(real_pulse_rows(2, end=time.time()))
+        rows = self.export(env={"KIRI_HOST_NAME": "box1"})
+        self.assertEqual({(r["atom"], r["host"]) for r in rows}, {("drift", "box1"), ("pulse", "box1")})
+        router = {"KIRI_HOST_NAME": "box1", "KIRI_PULSE_SOURCE": "mikrotik", "KIRI_MIKROTIK_URL": "https://192.168.88.1"}
+        rows = self.export(env=router)
+        self.assertEqual({(r["atom"], r["host"]) for r in rows}, {("drift", "box1"), ("pulse", "192.168.88.1")})
+        # A file with hosts imports as before (the host is the exporter's note, not the row's identity).
+        path = write_jsonl(self.tmp / "hosts.jsonl", rows)
+        self.assertEqual(self.ok("import", path).stdout.strip(),
+                         "imported 0 observations, skipped 0 bad lines, 3 already stored")
+
     def test_export_into_a_closed_pipe_stops_quietly(self):
         self.ok("pulse", "collect", "--synthetic", 3000)
         env = dict(os.environ, PYTHONPATH=str(REPO), KIRI_HOME=str(self.home))
@@ -449,7 +464,7 @@ class ExportImport(AtomCommandLine):
         rows = [json.loads(line) for line in proc.stdout.splitlines()]
         self.assertEqual(len(rows), 9)
         for row in rows:
-            self.assertEqual(set(row), {"atom", "ts", "values", "source", "synthetic"})
+            self.assertEqual(set(row), {"atom", "ts", "values", "source", "synthetic", "host"})
             self.assertEqual(row["atom"], "pulse")
         self.assertEqual(sum(1 for row in rows if row["synthetic"]), 6)
         self.assertEqual([row["ts"] for row in rows], sorted(row["ts"] for row in rows))

@@ -5,7 +5,7 @@ Every command runs as its own `python -m kiri …` subprocess with its own tempo
 KIRI_HOME and a temporary HOME (so `daemon install` never writes into the real
 ~/Library or ~/.config), with every KIRI_<KEY> variable of the caller's environment
 neutralised (a developer's own KIRI_TELEGRAM_TOKEN must never make a test talk to
-Telegram). Telegram is tests/fake_telegram.py on 127.0.0.1. A trained Pulse atom is
+Telegram). Telegram is kiri/bench/fake_telegram.py on 127.0.0.1. A trained Pulse atom is
 built once (300 synthetic readings, 60 steps) and copied into each test that needs it.
 
 KnownBugs at the end holds expected failures: each is a bug found while writing this
@@ -25,9 +25,10 @@ import tempfile
 import unittest
 from pathlib import Path
 
+from kiri import units
 from kiri.config import KEYS
-from tests.fake_telegram import FakeTelegram
-from tests.helpers import CommandLineAssertions, run_kiri, trained_pulse_home
+from kiri.bench.fake_telegram import FakeTelegram
+from tests.helpers import REPO, CommandLineAssertions, run_kiri, trained_pulse_home
 
 TIMEOUT = 60  # seconds any one command may take before the test fails instead of hanging
 
@@ -242,9 +243,9 @@ class Status(LoopCommandLine):
     def test_empty_home(self):
         text = self.ok("status").stdout
         self.assertIn(f"home {self.home}", text)
-        self.assertIn("daemon heartbeat: never", text)
+        self.assertIn("\ndaemon: never run\n", text)
         for atom in ATOMS:
-            self.assertRegex(text, rf"(?m)^  {atom}\s+no weights yet; 0 real \+ 0 synthetic readings")
+            self.assertRegex(text, rf"(?m)^  {atom}\s+cold: collecting, 288 readings to go before it learns; 0 real \+ 0 synthetic readings")
         self.assertRegex(text, r"(?m)^  nerve\s+rule \(not enough answers yet\)$")
         self.assertIn("pending alerts: 0", text)
         self.assertNotIn("last cycle", text)
@@ -254,8 +255,9 @@ class Status(LoopCommandLine):
         self.assertEqual(set(info["atoms"]), set(ATOMS))
         for atom in ATOMS:
             self.assertEqual(info["atoms"][atom], {"observations": {"real": 0, "synthetic": 0, "injected": 0},
-                                                       "trained": False})
+                                                       "trained": False, "phase": "cold", "readings_to_go": 288})
         self.assertIsNone(info["heartbeat_age"])
+        self.assertEqual(info["daemon"]["state"], "never")
         self.assertIsNone(info["last_cycle"])
         self.assertEqual(info["pending_alerts"], [])
         self.assertFalse(info["nerve_trained"])
@@ -270,12 +272,12 @@ class Status(LoopCommandLine):
         self.assertGreaterEqual(len(open_ids), 1)
 
         text = self.ok("status").stdout
-        m = re.search(r"(?m)^daemon heartbeat: (\d+) s ago$", text)
+        m = re.search(r"(?m)^daemon: stopped (\d+) s ago \(after one daemon --once cycle\)$", text)
         self.assertIsNotNone(m, text)
         self.assertLess(int(m.group(1)), 60)
-        self.assertRegex(text, rf"(?m)^  pulse\s+trained .*threshold {threshold:.3f}; 1 real \+ 300 synthetic readings"
+        self.assertRegex(text, rf"(?m)^  pulse\s+watching: model trained .* on 0 real \+ 300 synthetic readings, threshold {threshold:.3f}; 1 real \+ 300 synthetic readings"
                                r" \(and 1 injected\); last score \d+\.\d{3} \(anomaly, \d+ s ago\)$")   # 2 readings: no likelihood yet
-        self.assertRegex(text, r"(?m)^  drift\s+no weights yet")
+        self.assertRegex(text, r"(?m)^  drift\s+cold: collecting, 287 readings to go")
         self.assertRegex(text, r"(?m)^last cycle \d+ s ago: decision alert \(inject\)$")
         self.assertIn(f"pending alerts: {len(open_ids)} — " + ", ".join(f"#{i}" for i in open_ids), text)
 
@@ -288,6 +290,7 @@ class Status(LoopCommandLine):
         self.assertEqual(pulse["last_score"]["verdict"], "anomaly")
         self.assertFalse(info["atoms"]["drift"]["trained"])
         self.assertTrue(0 <= info["heartbeat_age"] < 60, info["heartbeat_age"])
+        self.assertEqual((info["daemon"]["state"], info["daemon"]["mode"]), ("stopped", "once"))
         self.assertEqual([a["id"] for a in info["pending_alerts"]], open_ids)
         self.assertTrue(all(a["state"] == "open" for a in info["pending_alerts"]))
         cycle = info["last_cycle"]
@@ -300,7 +303,7 @@ class Status(LoopCommandLine):
         if rhythm[1].startswith("unavailable: "):
             reason = rhythm[1][len("unavailable: "):]
             self.assertEqual(info["atoms"]["rhythm"]["source"], reason)
-            self.assertRegex(text, r"(?m)^  rhythm\s+no weights yet; .*; source unavailable: " + re.escape(reason) + "$")
+            self.assertRegex(text, r"(?m)^  rhythm\s+cold: collecting, \d+ readings to go before it learns; .*; source unavailable: " + re.escape(reason) + "$")
             self.assertEqual(cycle["absent"]["rhythm"], rhythm[1])
         else:
             self.assertNotIn("source", info["atoms"]["rhythm"])
@@ -469,7 +472,9 @@ class InitAndConfig(LoopCommandLine):
     def test_init_writes_a_private_commented_config_listing_every_key(self):
         proc = self.ok("init")
         path = self.home / "config.ini"
-        self.assertEqual(proc.stdout, f"created {path} (mode 0600): edit it, then run `kiri daemon --once`\n")
+        self.assertTrue(proc.stdout.startswith(f"created {path} (mode 0600): edit it if you like, then start "
+                                               "the monitor: `kiri daemon`"), proc.stdout)
+        self.assertIn("`kiri status` shows how many it still needs", proc.stdout)
         self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
         self.assertEqual(stat.S_IMODE(self.home.stat().st_mode), 0o700)
         text = path.read_text(encoding="utf-8")
@@ -542,13 +547,30 @@ class InitAndConfig(LoopCommandLine):
         info = self.status()
         self.assertIn("gpu", info["atoms"])
         self.assertIn("/nonexistent/kiri-gpu-stats", info["atoms"]["gpu"]["source"])
-        self.assertRegex(self.ok("status").stdout, r"(?m)^  gpu\s+no weights yet; .*source unavailable: gpu: ")
+        self.assertRegex(self.ok("status").stdout, r"(?m)^  gpu\s+cold: collecting, \d+ readings to go before it learns; .*source unavailable: gpu: ")
 
 
 # --- kiri daemon install -------------------------------------------------------------
 
 class DaemonInstall(LoopCommandLine):
+    """stdout is the unit alone (`--print > file` gives a valid file); wrote/next go to stderr.
+    install refuses a KIRI_HOME in a temporary directory, so these homes live in a hidden
+    folder of the real home directory, removed after each test."""
     env = {"KIRI_TELEGRAM_TOKEN": TOKEN, "KIRI_TELEGRAM_CHAT_ID": str(CHAT_ID)}
+
+    def setUp(self):
+        super().setUp()
+        if units.inside(str(REPO), units.temporary_dirs()):
+            self.skipTest("this clone is in a temporary directory, which daemon install refuses")
+        try:
+            lasting = tempfile.TemporaryDirectory(dir=str(Path.home()), prefix=".kiri-test-")
+        except OSError as e:
+            self.skipTest(f"needs a writable home directory for a lasting KIRI_HOME: {e}")
+        self.addCleanup(lasting.cleanup)
+        self.lasting = Path(lasting.name)
+        if units.inside(lasting.name, units.temporary_dirs()):
+            self.skipTest("the home directory is in a temporary directory, which daemon install refuses")
+        self.home = self.lasting / "home"
 
     def install(self, *flags):
         proc = self.ok("daemon", "install", *flags, env=self.env)
@@ -556,31 +578,28 @@ class DaemonInstall(LoopCommandLine):
         self.assertNotIn(TOKEN.split(":")[1], proc.stdout + proc.stderr)
         return proc
 
-    def unit_text(self, stdout):
-        """What precedes the `wrote`/`next:` lines."""
-        return stdout.split("\nnext: ")[0]
-
     def test_systemd_print_writes_nothing(self):
         proc = self.install("--systemd", "--print")
-        text = self.unit_text(proc.stdout)
-        self.assertRegex(text, r"(?m)^ExecStart=.+ -m kiri daemon$")
-        self.assertIn("[Service]", text)
-        self.assertIn(f'Environment="KIRI_HOME={self.home}"', text)
-        self.assertIn("\nnext: systemctl --user", proc.stdout)
-        self.assertNotIn("wrote ", proc.stdout)
+        self.assertRegex(proc.stdout, r"(?m)^ExecStart=.+ -m kiri daemon$")
+        self.assertIn("[Service]", proc.stdout)
+        self.assertIn(f'Environment="KIRI_HOME={self.home}"', proc.stdout)
+        self.assertNotIn("next:", proc.stdout)
+        self.assertTrue(proc.stderr.startswith("next: systemctl --user"), proc.stderr)
+        self.assertNotIn("wrote ", proc.stdout + proc.stderr)
         self.assertEqual(files_under(self.user), [])
         self.assertFalse(self.home.exists())
 
     def test_systemd_writes_the_user_unit_and_prints_the_next_command(self):
-        printed = self.unit_text(self.install("--systemd", "--print").stdout)
+        printed = self.install("--systemd", "--print").stdout
         proc = self.install("--systemd")
         path = self.user / ".config" / "systemd" / "user" / "kiri.service"
-        self.assertIn(f"wrote {path}\n", proc.stdout)
-        self.assertRegex(proc.stdout, r"(?m)^next: systemctl --user daemon-reload && systemctl --user enable --now kiri\.service$")
+        self.assertEqual(proc.stdout, "")
+        self.assertIn(f"wrote {path}\n", proc.stderr)
+        self.assertRegex(proc.stderr, r"(?m)^next: systemctl --user daemon-reload && systemctl --user enable --now kiri\.service$")
         self.assertEqual(files_under(self.user), [".config", ".config/systemd", ".config/systemd/user",
                                                   ".config/systemd/user/kiri.service"])
         written = path.read_text(encoding="utf-8")
-        self.assertEqual(written.rstrip("\n"), printed.rstrip("\n"))
+        self.assertEqual(written, printed)
         self.assertNotIn(TOKEN, written)
         self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o644)
         # Installing again replaces the unit, leaving no temp files behind.
@@ -588,13 +607,22 @@ class DaemonInstall(LoopCommandLine):
         self.assertEqual(files_under(self.user / ".config" / "systemd" / "user"), ["kiri.service"])
 
     def test_home_flag_goes_into_the_unit(self):
-        other = self.tmp / "other home"
+        other = self.lasting / "other home"
         text = self.install("--systemd", "--print", "--home", other).stdout
         self.assertIn(f'Environment="KIRI_HOME={other}"', text)
 
-    def test_launchd_print_is_a_plist(self):
+    def test_a_temporary_home_is_refused(self):
+        for kind in ("--systemd", "--launchd", "--cron"):
+            proc = self.kiri("daemon", "install", kind, "--print", "--home", self.tmp / "home", env=self.env)
+            self.assertUserError(proc, f"KIRI_HOME {self.tmp / 'home'} is in ")
+            self.assertIn("which the system empties", proc.stderr)
+            self.assertEqual(proc.stdout, "")
+        self.assertEqual(files_under(self.tmp / "home"), [])
+        self.assertEqual(files_under(self.user), [])
+
+    def test_launchd_print_is_exactly_a_plist_and_makes_kiri_home(self):
         proc = self.install("--launchd", "--print")
-        plist = plistlib.loads(self.unit_text(proc.stdout).encode("utf-8"))
+        plist = plistlib.loads(proc.stdout.encode("utf-8"))   # `--print > file` is a valid plist
         self.assertIs(plist["RunAtLoad"], True)
         self.assertIs(plist["KeepAlive"], True)
         self.assertEqual(plist["Label"], "com.kiri.daemon")
@@ -602,14 +630,18 @@ class DaemonInstall(LoopCommandLine):
         self.assertTrue(os.path.isabs(plist["ProgramArguments"][0]))
         self.assertEqual(plist["EnvironmentVariables"]["KIRI_HOME"], str(self.home))
         self.assertNotIn(TOKEN, json.dumps(plist))
-        self.assertIn("next: launchctl ", proc.stdout)
+        self.assertTrue(proc.stderr.startswith("next: launchctl "), proc.stderr)
+        self.assertIn("sudo launchctl bootstrap system /Library/LaunchDaemons/com.kiri.daemon.plist", proc.stderr)
         self.assertEqual(files_under(self.user), [])
-        self.assertFalse(self.home.exists())
+        # launchd opens daemon.out/err in KIRI_HOME before the daemon runs (else status 78).
+        self.assertEqual(stat.S_IMODE(self.home.stat().st_mode), 0o700)
+        self.assertEqual(files_under(self.home), [])
 
     def test_launchd_writes_the_agent_under_home(self):
         proc = self.install("--launchd")
         path = self.user / "Library" / "LaunchAgents" / "com.kiri.daemon.plist"
-        self.assertIn(f"wrote {path}\n", proc.stdout)
+        self.assertEqual(proc.stdout, "")
+        self.assertIn(f"wrote {path}\n", proc.stderr)
         with open(str(path), "rb") as f:
             plist = plistlib.load(f)
         self.assertIs(plist["RunAtLoad"], True)
@@ -618,12 +650,13 @@ class DaemonInstall(LoopCommandLine):
 
     def test_cron_prints_a_line_running_once(self):
         proc = self.install("--cron")
-        line = proc.stdout.splitlines()[0]
+        self.assertEqual(len(proc.stdout.splitlines()), 1, "stdout is the crontab line alone")
+        line = proc.stdout.rstrip("\n")
         self.assertRegex(line, r"^\*/5 \* \* \* \* ")
         self.assertIn(" -m kiri daemon --once ", line)
         self.assertIn(f"KIRI_HOME={self.home}", line)
-        self.assertIn("crontab", proc.stdout)
-        self.assertNotIn("wrote ", proc.stdout)
+        self.assertIn("crontab", proc.stderr)
+        self.assertNotIn("wrote ", proc.stdout + proc.stderr)
         self.assertEqual(files_under(self.user), [])
 
     def test_a_kind_is_required(self):
@@ -724,11 +757,11 @@ class Regressions(LoopCommandLine):
 
     def test_an_injected_reading_is_not_training_history(self):
         """A made-up `--inject` reading is stored with source 'inject' and synthetic false, and
-        `pulse train` (also --real-only, and the daemon's retrain:pulse:7d) learns it as a real
-        reading: the anomaly you tried out becomes normal. Fix: verbs.history_for leaves it out."""
+        `pulse train` (and the daemon's retrain:pulse:7d) learns it as a real reading: the
+        anomaly you tried out becomes normal. Fix: verbs.history_for leaves it out."""
         self.use_trained_home()
         self.inject()
-        proc = self.ok("pulse", "train", "--steps", 1)
+        proc = self.ok("pulse", "train", "--steps", 1, "--warm-start")
         self.assertIn("(0 real, 300 synthetic observations)", proc.stdout)
 
     def test_a_declared_atom_may_not_take_a_builtin_name(self):

@@ -51,6 +51,22 @@ class NamesCommandLine(CommandLineAssertions, unittest.TestCase):
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(len(proc.stdout.splitlines()), 3)
 
+    def test_train_without_out_writes_kiri_home_not_the_package(self):
+        shipped = REPO / "weights" / "names.json"
+        before = shipped.read_bytes()
+        proc = run_kiri("names", "train", "--steps", 2, home=self.tmp)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn(f"saved {self.tmp / 'weights' / 'names.json'}", proc.stdout)
+        self.assertEqual(shipped.read_bytes(), before)
+        self.assertFalse((REPO / "weights" / "names.prev.json").exists())
+
+    def test_sample_prefers_the_weights_trained_in_kiri_home(self):
+        # A broken file there shows it is the one read, not the shipped weights.
+        (self.tmp / "weights").mkdir()
+        (self.tmp / "weights" / "names.json").write_text("{")
+        proc = run_kiri("names", "sample", "-n", 1, home=self.tmp)
+        self.assertUserError(proc, f"{self.tmp / 'weights' / 'names.json'}: not valid JSON")
+
     def test_bad_flags(self):
         self.assertUserError(run_kiri("names", "train", "--steps", -1, home=self.tmp), "--steps")
         self.assertUserError(run_kiri("names", "train", "--steps", "ten", home=self.tmp), "--steps")

@@ -267,6 +267,20 @@ class NetworkTest(unittest.TestCase):
                                             "\tinet6 2001:db8::23 prefixlen 64 autoconf secured\n")
         self.assertEqual(macos.network_up(ipv6_only), 1)
 
+    def test_self_assigned_address_only_is_offline(self):
+        # en0 has link but DHCP went unanswered: macOS gives it a 169.254.x.x address.
+        self_assigned = IFCONFIG_ONLINE.replace(
+            "\tinet 192.168.1.23 netmask 0xffffff00 broadcast 192.168.1.255\n",
+            "\tinet 169.254.77.12 netmask 0xffff0000 broadcast 169.254.255.255\n")
+        self.assertEqual(macos.network_up(self_assigned), 0)
+
+    def test_routable_address(self):
+        self.assertTrue(macos.routable_address("inet 192.168.1.23 netmask 0xffffff00"))
+        self.assertTrue(macos.routable_address("inet6 2001:db8::23 prefixlen 64"))
+        for line in ("inet 169.254.77.12 netmask 0xffff0000", "inet6 fe80::1%en0 prefixlen 64",
+                     "inet6 FE80::1%en0", "inet", "ether 8c:85:90:00:00:01", "status: active"):
+            self.assertFalse(macos.routable_address(line), line)
+
     def test_not_ifconfig_output(self):
         with self.assertRaisesRegex(CollectorError, "no interfaces"):
             macos.network_up("ifconfig: interface en0 does not exist\n")

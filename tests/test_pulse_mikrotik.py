@@ -16,7 +16,7 @@ import urllib.parse
 
 from kiri.atoms.pulse import mikrotik
 from kiri.atoms.sources import CollectorError
-from tests.loopback import JsonHandler, QuietServer
+from kiri.bench.loopback import JsonHandler, QuietServer
 
 # GET /rest/system/resource on a hAP ax^2, RouterOS 7.20.5 (shared/reference/mikrotik-rest.md).
 RESOURCE_HAP = (

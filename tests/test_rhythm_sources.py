@@ -12,16 +12,16 @@ from unittest import mock
 from kiri.atoms.rhythm import sources
 from kiri.atoms.sources import CollectorError
 
-# `ioreg -c IOHIDSystem`, the tree around the fixture line quoted in
-# shared/reference/macos-commands.md ("HIDIdleTime" = 4500000000 is 4.5 s).
-# A second, later IOHIDSystem entry shows that the first value is the one taken.
+# `ioreg -c IOHIDSystem` in the tree shape quoted in shared/reference/macos-commands.md
+# (`"HIDIdleTime" = 4500000000` is 4.5 s), with two IOHIDSystem entries: the smallest
+# value (9 s, in the second) is the idle time.
 IOREG_IDLE = """\
 +-o Root  <class IORegistryEntry, id 0x100000100, retain 30>
   +-o J274AP  <class IOPlatformExpertDevice, id 0x100000210, registered, matched, active, busy 0 (146 ms), retain 36>
     +-o IOResources  <class IOResources, id 0x100000113, registered, matched, active, busy 0 (0 ms), retain 82>
       +-o IOHIDSystem  <class IOHIDSystem, id 0x100000282, registered, matched>
           {
-            "HIDIdleTime" = 4500000000
+            "HIDIdleTime" = 12000000000
             "HIDPointerAcceleration" = 49152
           }
       +-o IOHIDSystem  <class IOHIDSystem, id 0x100000283, registered, matched>
@@ -63,8 +63,11 @@ def no_commands(argv):
 
 
 class TestParsers(unittest.TestCase):
-    def test_ioreg_nanoseconds_to_seconds_first_entry(self):
-        self.assertEqual(sources.parse_ioreg_idle(IOREG_IDLE), 4.5)
+    def test_ioreg_smallest_of_several_entries(self):
+        self.assertEqual(sources.parse_ioreg_idle(IOREG_IDLE), 9.0)
+
+    def test_ioreg_single_entry_nanoseconds_to_seconds(self):
+        self.assertEqual(sources.parse_ioreg_idle('"HIDIdleTime" = 4500000000\n'), 4.5)
 
     def test_ioreg_without_idle_time(self):
         with self.assertRaises(CollectorError) as caught:
@@ -113,7 +116,7 @@ class TestParsers(unittest.TestCase):
 class TestIdleSeconds(unittest.TestCase):
     def test_macos_asks_ioreg(self):
         run = FakeRun({"ioreg": IOREG_IDLE})
-        self.assertEqual(sources.idle_seconds(platform="darwin", run=run, env={}), 4.5)
+        self.assertEqual(sources.idle_seconds(platform="darwin", run=run, env={}), 9.0)
         self.assertEqual(run.calls, [["/usr/sbin/ioreg", "-c", "IOHIDSystem"]])
 
     def test_macos_garbled_ioreg(self):

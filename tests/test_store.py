@@ -84,6 +84,14 @@ class TestObservations(StoreTestCase):
         self.assertEqual(ts_of(s.observations("pulse", until=3, limit=2, real_only=True)), [1, 2])
         self.assertEqual(s.observations("nobody"), [])
 
+    def test_newest_first_limit_leaves_injected_rows_out_in_sql(self):
+        s = self.open()
+        s.add_observations([{"atom": "pulse", "ts": t, "values": {"C": float(t)}} for t in range(1, 6)])
+        s.add_observation("pulse", {"C": 99.0}, ts=6, source="inject")
+        self.assertEqual([o["ts"] for o in s.observations("pulse", limit=2)], [5.0, 6.0])
+        self.assertEqual([o["ts"] for o in s.observations("pulse", limit=2, injected=False)], [4.0, 5.0],
+                         "the limit counts only the rows that are wanted")
+
     def test_latest_and_count(self):
         s = self.open()
         self.assertIsNone(s.latest_observation("pulse"))
@@ -355,6 +363,20 @@ class TestSchema(StoreTestCase):
             self.assertEqual(s.reading_ratios("pulse", 5), [1.5])
             s.add_score("pulse", 1.0, threshold=2.0, ts=2, likelihood=0.2)
         self.assertEqual(self.version(), len(store_module.MIGRATIONS))
+
+    def test_version_4_db_gains_the_indexes_retention_deletes_through(self):
+        with mock.patch.object(store_module, "MIGRATIONS", store_module.MIGRATIONS[:4]):
+            with Store(self.path) as s:
+                obs = s.add_observation("pulse", {"C": 41.5}, ts=1)
+                s.add_score("pulse", 3.0, observation_id=obs, ts=1)
+        with self.open() as s:
+            plan = " ".join(r[3] for r in s.conn.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM scores WHERE observation_id = 1"))
+            self.assertIn("scores_observation", plan)
+            self.assertEqual(s.prune(2.0).deleted["observations"], 1)
+        self.assertEqual(self.version(), len(store_module.MIGRATIONS))
+        indexes = {r[1] for r in self.raw().execute("SELECT type, name FROM sqlite_master WHERE type = 'index'")}
+        self.assertTrue({"scores_observation", "outbox_alert"} <= indexes)
 
     def test_version_2_db_is_migrated_to_3(self):
         # A database as the second release left it: alerts and outbox without the

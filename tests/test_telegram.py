@@ -1,5 +1,5 @@
 """Telegram notifier: the Bot API client, outbox delivery and button presses, against a
-fake Bot API on 127.0.0.1 (tests/fake_telegram.py). No test waits on a real clock."""
+fake Bot API on 127.0.0.1 (kiri/bench/fake_telegram.py). No test waits on a real clock."""
 
 import logging
 import os
@@ -18,7 +18,7 @@ from kiri.notify.telegram import (PermanentError, TelegramBot, TelegramError, Tr
 from kiri.outbox import backoff, deliver
 from kiri.store import Store
 
-from tests.fake_telegram import FakeTelegram
+from kiri.bench.fake_telegram import FakeTelegram
 
 TOKEN = "123:SECRET"
 CHAT = 4242

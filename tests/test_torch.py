@@ -2,11 +2,12 @@
 
 import importlib.util
 import random
+import sys
 import tempfile
 import unittest
 from pathlib import Path
 
-from kiri.core.engines import make_engine
+from kiri.core.engines import make_engine, torch_hint
 from kiri.core.model import NAMES_CONFIG, GPTConfig, init_params
 from kiri.core.train import train
 from tests.helpers import run_kiri
@@ -46,7 +47,9 @@ class TorchMissing(unittest.TestCase):
             (fake / "__init__.py").write_text("raise ImportError('No module named torch')\n")
             proc = run_kiri("names", "sample", "-n", 1, "--engine", "torch", home=tmp, env={"PYTHONPATH": tmp + ":."})
         self.assertNotEqual(proc.returncode, 0)
-        self.assertEqual(proc.stderr.strip(), "kiri: error: torch is not installed; pip install 'kiri[torch]'")
+        self.assertEqual(proc.stderr.strip(), f"kiri: error: {torch_hint(sys.executable)}")
+        self.assertIn(" -m pip install torch", proc.stderr)
+        self.assertNotIn("kiri[", proc.stderr)   # `kiri` on the package index is another project
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ class LaunchdPlistTest(TempCase):
         self.assertNotIn("StartInterval", plist)   # with KeepAlive it relaunches every ~10 s
         self.assertEqual(plist["ThrottleInterval"], 30)
         self.assertEqual(plist["ProcessType"], "Background")
+        self.assertEqual(plist["UserName"], units.current_user())   # ignored by an agent; a LaunchDaemon's user
         self.assertEqual(plist["WorkingDirectory"], self.workdir)
         self.assertEqual(plist["StandardOutPath"], os.path.join(self.home, "daemon.out"))
         self.assertEqual(plist["StandardErrorPath"], os.path.join(self.home, "daemon.err"))
@@ -138,6 +139,10 @@ class LaunchdPlistTest(TempCase):
         home = str(self.tmp / "a & <b>")
         plist = self.plist(home=home)
         self.assertEqual(plist["EnvironmentVariables"]["KIRI_HOME"], home)
+
+    def test_user_name(self):
+        self.assertEqual(self.plist(user_name="alice")["UserName"], "alice")
+        self.assertNotIn("UserName", self.plist(user_name=None))   # a uid without a name: no key
 
     def test_label(self):
         self.assertEqual(self.plist(label="org.example.kiri")["Label"], "org.example.kiri")
@@ -314,6 +319,13 @@ class CronLineTest(TempCase):
 
 
 class InstallTest(TempCase):
+    def setUp(self):
+        super().setUp()
+        # These homes live in the temp dir on purpose; LastingPathsTest tests the refusal.
+        patcher = mock.patch("kiri.units.temporary_dirs", return_value=())
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
     def test_launchd_writes_plist(self):
         target = self.tmp / "LaunchAgents"
         result = install("launchd", target_dir=target, uid=501, **self.kw)
@@ -327,6 +339,17 @@ class InstallTest(TempCase):
         self.assertIn(f"launchctl bootstrap gui/501 {shlex.quote(str(path))}", command)
         self.assertIn("launchctl bootout gui/501/com.kiri.daemon", command)
         self.assertEqual(os.listdir(target), ["com.kiri.daemon.plist"])   # no temp file left
+
+    def test_launchd_says_what_gui_needs_and_what_runs_headless(self):
+        path, text, command = install("launchd", target_dir=self.tmp, uid=501, user_name="alice", **self.kw)
+        self.assertIn("# gui/501 is the session of a login at the screen", command)
+        self.assertIn("after a reboot the agent waits for someone to log in", command)
+        self.assertIn("runs it as alice", command)
+        self.assertEqual(plistlib.loads(text.encode())["UserName"], "alice")
+        self.assertIn(f"sudo install -m 644 -o root -g wheel {shlex.quote(str(path))} "
+                      "/Library/LaunchDaemons/com.kiri.daemon.plist", command)
+        self.assertIn("sudo launchctl bootstrap system /Library/LaunchDaemons/com.kiri.daemon.plist", command)
+        self.assertTrue(all(line.startswith("#") for line in command.splitlines()[1:]))
 
     def test_launchd_label_names_the_file(self):
         path = install("launchd", target_dir=self.tmp, label="org.example.kiri", uid=0, **self.kw).path
@@ -361,11 +384,18 @@ class InstallTest(TempCase):
 
     def test_print_only_writes_nothing(self):
         before = sorted(self.tmp.rglob("*"))
-        for kind in ("launchd", "systemd", "cron"):
+        for kind in ("systemd", "cron"):
             path, text, command = install(kind, target_dir=self.tmp / "t", print_only=True, uid=501, **self.kw)
             self.assertIsNone(path)
             self.assertTrue(text and command)
         self.assertEqual(sorted(self.tmp.rglob("*")), before)
+
+    def test_print_only_launchd_makes_only_kiri_home(self):
+        # launchd opens daemon.out/err there before the daemon runs: without it, status 78.
+        path, text, command = install("launchd", target_dir=self.tmp / "t", print_only=True, uid=501, **self.kw)
+        self.assertIsNone(path)
+        self.assertEqual(sorted(self.tmp.rglob("*")), [Path(self.home)])
+        self.assertEqual(stat.S_IMODE(os.stat(self.home).st_mode), 0o700)
 
     def test_cron_never_writes(self):
         before = sorted(self.tmp.rglob("*"))
@@ -400,7 +430,7 @@ class InstallTest(TempCase):
         old = first.read_text()
         # A failure between writing and renaming leaves the old file whole and no temp file.
         with mock.patch("kiri.units.os.replace", side_effect=OSError("disk full")):
-            with self.assertRaises(OSError):
+            with self.assertRaisesRegex(UnitError, "^cannot write .*kiri.service: disk full$"):
                 install("systemd", target_dir=target, **dict(self.kw, env={"KIRI_X": "1"}))
         self.assertEqual(first.read_text(), old)
         self.assertEqual(os.listdir(target), ["kiri.service"])
@@ -420,6 +450,14 @@ class InstallTest(TempCase):
             self.assertIn("KIRI_TELEGRAM_TOKEN", command)
             self.assertNotIn("123:abc", text + command)
 
+    def test_unwritable_places_are_one_line(self):
+        blocker = self.tmp / "a file"
+        blocker.write_text("")
+        with self.assertRaisesRegex(UnitError, r"^cannot create KIRI_HOME .*a file/kiri: "):
+            install("launchd", print_only=True, uid=1, **dict(self.kw, home=str(blocker / "kiri")))
+        with self.assertRaisesRegex(UnitError, r"^cannot write .*a file/kiri.service: "):
+            install("systemd", target_dir=blocker, **self.kw)
+
     def test_bad_kind(self):
         with self.assertRaises(ValueError):
             install("upstart", target_dir=self.tmp)
@@ -429,6 +467,172 @@ class InstallTest(TempCase):
         # The CLI may pass every flag it has; each kind takes what it needs.
         install("systemd", target_dir=self.tmp, label="x.y", every_minutes=5, **self.kw)
         install("cron", label="x.y", **self.kw)
+
+
+class LastingPathsTest(TempCase):
+    """A unit runs for months: what it names must not be in a temporary directory, and what a
+    later change may take away (a venv, one pyenv version, a folder macOS protects) is said."""
+
+    def setUp(self):
+        super().setUp()
+        self.scratch = self.tmp / "scratch"   # stands for /tmp here: the rest of self.tmp lasts
+        patcher = mock.patch("kiri.units.temporary_dirs", return_value=(str(self.scratch),))
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def assertRefused(self, what, **kw):
+        args = dict(self.kw, **kw)
+        for kind in ("launchd", "systemd", "cron"):
+            with self.assertRaises(UnitError) as caught:
+                install(kind, target_dir=self.tmp / "units", print_only=False, uid=501, **args)
+            message = str(caught.exception)
+            self.assertEqual(len(message.splitlines()), 1)
+            self.assertTrue(message.startswith(what + " "), message)
+            self.assertIn(f"is in {self.scratch}, which the system empties", message)
+        self.assertFalse((self.tmp / "units").exists())
+        self.assertFalse(os.path.exists(self.home))
+
+    def test_a_temporary_kiri_home_is_refused(self):
+        self.assertRefused("KIRI_HOME", home=str(self.scratch / "kiri"))
+        self.assertRefused("KIRI_HOME", home=str(self.scratch))
+
+    def test_a_temporary_clone_is_refused(self):
+        clone = str(self.scratch / "kiri-clone")
+        self.assertRefused("working directory", workdir=clone, pythonpath=clone)
+        self.assertRefused("PYTHONPATH", pythonpath=clone)
+
+    def test_a_temporary_python_is_refused(self):
+        self.assertRefused("python", python=str(self.scratch / "venv" / "bin" / "python3"))
+
+    def test_the_real_temporary_directories(self):
+        with mock.patch("kiri.units.temporary_dirs", wraps=lambda: units.TEMP_DIRS + (tempfile.gettempdir(),)):
+            for path in ("/tmp/kiri", "/var/tmp/x/kiri", "/private/var/folders/zz/abc/T/kiri",
+                         os.path.join(tempfile.gettempdir(), "kiri")):
+                with self.assertRaises(UnitError, msg=path):
+                    units.refuse_temporary({"KIRI_HOME": path})
+            units.refuse_temporary({"KIRI_HOME": "/Users/alice/.kiri", "PYTHONPATH": None})
+            self.assertIsNone(units.inside("/tmpfoo/kiri", ["/tmp"]))   # a prefix of the name is not inside
+
+    def test_a_link_into_a_temporary_directory_is_seen(self):
+        self.scratch.mkdir()
+        link = self.tmp / "looks lasting"
+        link.symlink_to(self.scratch)
+        self.assertRefused("KIRI_HOME", home=str(link / "kiri"))
+
+    def test_lasting_paths_pass_without_warnings(self):
+        command = install("systemd", target_dir=self.tmp / "units", **self.kw).next_command
+        self.assertNotIn("WARNING", command)
+
+    # --- the interpreter -----------------------------------------------------------
+
+    def test_a_virtualenv_python_is_warned_about(self):
+        venv = self.tmp / "venv"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        python = str(venv / "bin" / "python3")
+        self.assertTrue(units.in_virtualenv(python))
+        self.assertFalse(units.in_virtualenv(self.python))
+        command = install("cron", **dict(self.kw, python=python)).next_command
+        self.assertIn(f"# WARNING: {python} is the virtualenv {venv}'s", command)
+        self.assertEqual(units.interpreter_notes(self.python), [])
+
+    def test_version_pinned_interpreters(self):
+        for python in ("/Users/a/.pyenv/versions/3.11.7/bin/python3", "/opt/pyenv/versions/3.9.18/bin/python3.9",
+                       "/Users/a/.asdf/installs/python/3.12.1/bin/python3",
+                       "/opt/homebrew/Cellar/python@3.11/3.11.7/bin/python3.11"):
+            self.assertTrue(units.version_pinned(python), python)
+        for python in ("/usr/bin/python3", "/Users/a/.pyenv/shims/python3", "/opt/homebrew/bin/python3",
+                       "/Library/Frameworks/Python.framework/Versions/3.11/bin/python3"):
+            self.assertFalse(units.version_pinned(python), python)
+
+    def test_stable_candidates(self):
+        self.assertEqual(units.stable_pythons("/Users/a/.pyenv/versions/3.11.7/bin/python3")[0],
+                         "/Users/a/.pyenv/shims/python3")
+        self.assertEqual(units.stable_pythons("/Users/a/.asdf/installs/python/3.12.1/bin/python3.12")[0],
+                         "/Users/a/.asdf/shims/python3.12")
+        self.assertEqual(units.stable_pythons("/opt/homebrew/Cellar/python@3.11/3.11.7/bin/python3.11")[0],
+                         "/opt/homebrew/opt/python@3.11/bin/python3.11")
+        self.assertEqual(units.stable_pythons("/usr/bin/python3"), list(units.SYSTEM_PYTHONS))
+
+    def fake_probe(self, answers):
+        """probe(python, pythonpath, workdir) from {python: what it reports}; None for the others."""
+        return lambda python, pythonpath, workdir: answers.get(python)
+
+    def test_a_pinned_python_gives_way_to_one_running_the_same_python(self):
+        pinned = "/u/.pyenv/versions/3.11.7/bin/python3"
+        same = "3.11 /clone/kiri"
+        cases = [({"/u/.pyenv/shims/python3": same, "/usr/bin/python3": same}, "/u/.pyenv/shims/python3"),
+                 ({"/u/.pyenv/shims/python3": "3.12 /clone/kiri", "/usr/bin/python3": same}, "/usr/bin/python3"),
+                 ({"/usr/bin/python3": "3.11 /usr/lib/python3/dist-packages/kiri"}, pinned),   # another kiri
+                 ({}, pinned)]
+        for others, chosen in cases:
+            with self.subTest(chosen=chosen):
+                probe = self.fake_probe(dict(others, **{pinned: same}))
+                python, notes = units.choose_python(pinned, "/clone", "/clone", probe=probe)
+                self.assertEqual(python, chosen)
+                self.assertEqual(len(notes), 1)
+                if chosen == pinned:
+                    self.assertTrue(notes[0].startswith(f"# WARNING: {pinned} belongs to one installed version"))
+                else:
+                    self.assertEqual(notes[0].split(",")[0], f"# python: {chosen}")
+
+    def test_a_pinned_python_that_cannot_run_kiri_is_kept(self):
+        pinned = "/u/.pyenv/versions/3.11.7/bin/python3"
+        python, notes = units.choose_python(pinned, None, "/", probe=self.fake_probe({}))
+        self.assertEqual(python, pinned)
+        self.assertIn("WARNING", notes[0])
+
+    def test_a_stable_python_is_left_alone(self):
+        self.assertEqual(units.choose_python("/usr/bin/python3", None, "/", probe=self.fake_probe({})),
+                         ("/usr/bin/python3", []))
+
+    def test_install_prefers_the_stable_python_only_when_none_was_given(self):
+        pinned = "/u/.pyenv/versions/3.11.7/bin/python3"
+        probe = self.fake_probe({pinned: "3.11 /clone/kiri", "/u/.pyenv/shims/python3": "3.11 /clone/kiri"})
+        kw = {k: v for k, v in self.kw.items() if k != "python"}
+        with mock.patch.object(units.sys, "executable", pinned), mock.patch("kiri.units.probe_python", probe):
+            chosen = install("cron", **kw)
+            given = install("cron", **dict(kw, python=pinned))
+        self.assertIn(" /u/.pyenv/shims/python3 -m kiri daemon --once", chosen.text)
+        self.assertIn("# python: /u/.pyenv/shims/python3", chosen.next_command)
+        self.assertIn(f" {pinned} -m kiri daemon --once", given.text)
+        self.assertIn(f"# WARNING: {pinned} belongs to one installed version", given.next_command)
+
+    def test_the_probe_runs_kiri_as_the_unit_would(self):
+        here = units.probe_python(sys.executable, str(units.REPO), str(units.REPO))
+        self.assertEqual(here, "%d.%d %s" % (sys.version_info[:2] + (os.path.realpath(units.REPO / "kiri"),)))
+        self.assertIsNone(units.probe_python(str(self.tmp / "no-python"), None, str(self.tmp)))
+
+    # --- macOS privacy protection (TCC) --------------------------------------------
+
+    def test_protected_folders_are_warned_about_for_launchd(self):
+        user_home = self.tmp / "alice"
+        for folder in ("Documents", "Desktop", "Downloads", "Library/Mobile Documents"):
+            with self.subTest(folder=folder):
+                clone = str(user_home / folder / "kiri")
+                kw = dict(self.kw, workdir=clone, pythonpath=clone)
+                command = install("launchd", user_home=user_home, print_only=True, uid=501, **kw).next_command
+                self.assertIn(f"# WARNING: working directory {clone} is in ~/{folder}, which macOS privacy "
+                              "protection (TCC) keeps from background jobs", command)
+                self.assertIn("pip install kiri", command)
+                self.assertEqual(command.count("TCC"), 1)   # the clone is also PYTHONPATH: said once
+                # systemd and cron run on Linux: no TCC there.
+                self.assertNotIn("TCC", install("systemd", user_home=user_home, print_only=True, **kw).next_command)
+
+    def test_a_protected_kiri_home_is_warned_about(self):
+        user_home = self.tmp / "alice"
+        home = str(user_home / "Documents" / "kiri-data")
+        command = install("launchd", user_home=user_home, print_only=True, uid=501,
+                          **dict(self.kw, home=home)).next_command
+        self.assertIn(f"# WARNING: KIRI_HOME {home} is in ~/Documents", command)
+        self.assertNotIn(f"working directory {self.workdir} is in", command)
+
+    def test_a_folder_of_a_similar_name_is_not_protected(self):
+        user_home = self.tmp / "alice"
+        clone = str(user_home / "Documents-old" / "kiri")
+        command = install("launchd", user_home=user_home, print_only=True, uid=501,
+                          **dict(self.kw, workdir=clone, pythonpath=clone)).next_command
+        self.assertNotIn("TCC", command)
 
 
 if __name__ == "__main__":

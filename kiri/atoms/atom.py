@@ -23,7 +23,7 @@ from ..core.train import train
 from ..core.weights import Weights, WeightsError, load_with_fallback, previous_path, save
 from ..errors import KiriError
 from . import RESERVED
-from .score import Score
+from .score import SURPRISING, Score
 
 
 def command_for(name):
@@ -34,6 +34,17 @@ def command_for(name):
 THRESHOLD_QUANTILE = 0.99
 HOLDOUT_FRACTION = 0.2
 MIN_OBSERVATIONS = 20
+# The newest readings an atom learns from (and cuts its learned fields' buckets at): a
+# week at one reading a minute — the 7 days a scheduled retrain asks for — and five weeks
+# at Pulse's five minutes. Training sees one sequence a step (500 by default), so more
+# would teach nothing; the window only has to hold whole weeks of the machine's routine.
+# A bound, so training costs the same after five months as after a week (`bench train`),
+# and the rows fit in memory: ~1 KB each as dicts.
+TRAIN_WINDOW = 10_080
+# Held-out readings scored to calibrate the threshold, evenly spaced. Scoring one costs
+# 10–20 ms with the fast engine, so 1,000 take about as long as 500 training steps; why
+# their 99th percentile serves as well as that of 40,000: README, Threshold.
+CALIBRATION_SAMPLE = 1_000
 
 
 @dataclass(frozen=True)
@@ -84,12 +95,58 @@ class TrainReport:
     first_loss: float
     last_loss: float
     seconds: float
+    calibration: dict = field(default_factory=dict)   # the weights' threshold dict (threshold_of)
+
+    def threshold_reason(self):
+        """Which rule set the threshold: 'floor: one unlikely token; q99 of 60 held-out scores was 0.001'."""
+        c = self.calibration
+        if not c:
+            return "no held-out readings"
+        scores = f"{c['scored']} held-out scores" if c["scored"] == c["held_out"] else \
+            f"{c['scored']} of {c['held_out']} held-out scores"
+        if c["set_by"] == "floor":
+            return f"floor: one unlikely token; q99 of {scores} was {c['q99']:.3f}"
+        return f"q99 of {scores}; floor {c['floor']:.3f}"
 
 
 def quantile(values, q):
     """Nearest-rank quantile of a non-empty list."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def evenly_spaced(items, k):
+    """At most k of items, evenly spaced from the first on: the same ones every time."""
+    if len(items) <= k:
+        return list(items)
+    return [items[i * len(items) // k] for i in range(k)]
+
+
+def threshold_floor(language):
+    """The least a threshold can be: the mean surprise of a reading in which one token is
+    genuinely unlikely (SURPRISING, p ≈ 0.14) and every other token is exactly as expected.
+
+    On a steady machine every held-out reading scores ~0, so their 99th percentile says
+    nothing about what a person would care about; without a floor the first reading that
+    differs at all is "thousands of times its threshold". Below this, an anomaly would not
+    need even one token the model found unlikely.
+    """
+    return SURPRISING / len(language.fields)
+
+
+def threshold_of(scores, real, floor):
+    """The threshold dict saved with the weights, from the held-out `scores` (non-empty) and
+    whether each is a real reading: the threshold is the larger of their 99th percentile
+    (nearest rank) and the floor, and `false_alarm_rate` is the share of the real ones
+    over it — how often this model would alert on readings like its newest real ones
+    (None when none of them was real)."""
+    q99 = quantile(scores, THRESHOLD_QUANTILE)
+    threshold = max(q99, floor)
+    real_scores = [s for s, is_real in zip(scores, real) if is_real]
+    return {"score": threshold, "quantile": THRESHOLD_QUANTILE, "q99": q99, "floor": floor,
+            "set_by": "floor" if floor > q99 else "q99", "held_out_mean": sum(scores) / len(scores),
+            "scored": len(scores), "real_scored": len(real_scores),
+            "false_alarm_rate": sum(s > threshold for s in real_scores) / len(real_scores) if real_scores else None}
 
 
 def held_out_indices(history, fraction):
@@ -185,9 +242,9 @@ class Atom:
             seqs = self.sequences(history)
         except ValueError as e:
             raise KiriError(f"{self.spec.name}: stored history does not fit the schema: {e}") from None
-        held_idx = set(held_out_indices(history, holdout)) if holdout > 0 else set()
-        fit = [seq for i, seq in enumerate(seqs) if i not in held_idx]
-        held = [seq for i, seq in enumerate(seqs) if i in held_idx]
+        held_idx = held_out_indices(history, holdout) if holdout > 0 else []
+        held = set(held_idx)
+        fit = [seq for i, seq in enumerate(seqs) if i not in held]
         config = self.spec.config(language.vocab_size)
         longest = max(len(ids) for ids, _ in seqs)
         if longest > config.block_size + 1:
@@ -195,21 +252,30 @@ class Atom:
         rng = random.Random(seed)
         self.model = make_engine(self.engine_name, config, init_params(config, rng))
         result = train(self.model, [ids for ids, _ in fit], steps, rng, batch=batch, progress=progress, metrics=metrics)
-        held_scores = [mean_surprise(self._surprises(ids, start)) for ids, start in held]
-        threshold = quantile(held_scores, THRESHOLD_QUANTILE) if held_scores else math.inf
+        calibration = self.calibrate(history, seqs, held_idx, threshold_floor(language))
         synthetic = sum(1 for row in history if row.get("synthetic"))
         info = {"observations": len(history), "real": len(history) - synthetic, "synthetic": synthetic,
-                "held_out": len(held), "seed": seed, "engine": self.engine_name,
+                "held_out": len(held_idx), "seed": seed, "engine": self.engine_name,
                 "from_ts": history[0]["ts"], "to_ts": history[-1]["ts"]}
         info.update(trained_on or {})
         self.weights = Weights(config, language.to_dict(), self.model.params(), step=steps,
-                               threshold={"score": threshold, "quantile": THRESHOLD_QUANTILE,
-                                          "held_out_mean": sum(held_scores) / len(held_scores)}
-                               if held_scores else {},
-                               trained_on=info)
+                               threshold=calibration, trained_on=info)
         save(path, self.weights)
-        return TrainReport(steps, len(fit), len(held), len(history) - synthetic, synthetic, threshold,
-                           result.losses[0], result.mean_loss(min(50, steps)), result.seconds)
+        return TrainReport(steps, len(fit), len(held_idx), len(history) - synthetic, synthetic,
+                           calibration.get("score", math.inf), result.losses[0], result.mean_loss(min(50, steps)),
+                           result.seconds, calibration)
+
+    def calibrate(self, history, seqs, held_idx, floor):
+        """The threshold dict (threshold_of) from at most CALIBRATION_SAMPLE of the held-out
+        readings, evenly spaced: scoring every one of them made calibration cost grow with
+        the history. {} when nothing was held out (the threshold is then infinite)."""
+        sample = evenly_spaced(held_idx, CALIBRATION_SAMPLE)
+        if not sample:
+            return {}
+        scores = [mean_surprise(self._surprises(*seqs[i])) for i in sample]
+        calibration = threshold_of(scores, [not history[i].get("synthetic") for i in sample], floor)
+        calibration["held_out"] = len(held_idx)
+        return calibration
 
     # --- scoring -----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from ..core.surprise import AnomalyLikelihood
 from ..errors import KiriError
 from . import BUILTIN
-from .atom import Atom, command_for
+from .atom import MIN_OBSERVATIONS, TRAIN_WINDOW, Atom, command_for
 from .sources import CollectorError
 
 
@@ -123,23 +123,33 @@ def add_synthetic(module, store, n, seed=0, end=None, interval=None):
 
 # --- train --------------------------------------------------------------------------
 
-def history_for(module, store, real_only=False, days=None, now=None):
-    """The stored observations an atom trains on, oldest first."""
+def history_for(module, store, real_only=False, days=None, now=None, window=TRAIN_WINDOW):
+    """The stored observations an atom trains on, oldest first: the newest `window` of them
+    (of the last `days`, when given). Read with a LIMIT, so a long history is never loaded;
+    made-up readings (`daemon --inject`) are not history and are left out in the query."""
     since = None
     if days is not None:
         since = (time.time() if now is None else now) - days * 86400
-    rows = store.observations(module.SPEC.name, since=since, real_only=real_only)
-    return [row for row in rows if row["source"] != "inject"]   # made-up readings are not history
+    return store.observations(module.SPEC.name, since=since, real_only=real_only, limit=window, injected=False)
 
 
-def train(module, settings, store, steps=None, seed=42, batch=1, real_only=False, days=None,
-          progress=None, metrics=None, now=None):
-    """Train an atom on its stored history and save its weights atomically; returns a TrainReport."""
-    history = history_for(module, store, real_only=real_only, days=days, now=now)
+def train(module, settings, store, steps=None, seed=42, batch=1, warm_start=False, days=None,
+          progress=None, metrics=None, now=None, path=None):
+    """Train an atom on its real readings (and, with warm_start, the stored synthetic history)
+    and save its weights atomically to `path` (default KIRI_HOME/weights/<atom>.json);
+    returns a TrainReport. Synthetic history is never mixed in unless asked for."""
+    history = history_for(module, store, real_only=not warm_start, days=days, now=now)
+    name = module.SPEC.name
+    if not warm_start and len(history) < MIN_OBSERVATIONS:
+        synthetic = store.count_observations(name)["synthetic"]
+        if synthetic:
+            raise KiriError(f"{name}: only {len(history)} real readings stored; need at least {MIN_OBSERVATIONS} "
+                            f"(or learn from the {synthetic} synthetic ones too: `{command_for(name)} train --warm-start`)")
     atom = Atom(module.SPEC, engine=settings.engine)
-    return atom.train(history, settings.weights_path(module.SPEC.name), steps=steps, seed=seed, batch=batch,
+    return atom.train(history, path or settings.weights_path(name), steps=steps, seed=seed, batch=batch,
                       progress=progress, metrics=metrics,
-                      trained_on={"real_only": real_only, "days": days})
+                      trained_on={"warm_start": warm_start, "days": days,
+                                  "trained_at": time.time() if now is None else now})
 
 
 # --- score --------------------------------------------------------------------------

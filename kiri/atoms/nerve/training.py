@@ -15,12 +15,14 @@ def training_history(labelled):
 
     A dismissed alert becomes `suppress` (reward −1), an approved one `alert` (+1);
     answered rows are repeated ANSWER_WEIGHT times so a few answers outweigh the rule.
-    Decisions typed in by hand (source 'inject') count only when answered.
+    Decisions the model made, or typed in by hand (source 'inject'), count only when answered.
     """
     rows = []
     for d in labelled:
         action = {"dismiss": "suppress", "approve": "alert"}.get(d["verdict"], d["action"])
-        if action not in DECIDING_ACTIONS or (d["source"] == "inject" and d["verdict"] is None):
+        # Unanswered, only the rule's own decisions are labels: the model's would teach it
+        # its own guesses (a suppress learned from a suppress), and injected ones are made up.
+        if action not in DECIDING_ACTIONS or (d["source"] != "rule" and d["verdict"] is None):
             continue
         row = {"ts": d["ts"], "values": dict(d["state"], act=action), "synthetic": False}
         rows += [row] * (ANSWER_WEIGHT if d["verdict"] else 1)

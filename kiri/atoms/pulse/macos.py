@@ -157,21 +157,31 @@ def _interfaces(text):
         yield header, body
 
 
+def routable_address(line):
+    """Whether an `inet`/`inet6` line of ifconfig holds an address beyond the local link.
+
+    Link-local addresses do not count: fe80:: is on every IPv6 interface, and 169.254.x.x
+    is what macOS assigns itself when no DHCP server answers, so neither means a network.
+    """
+    words = line.split()
+    if len(words) < 2 or words[0] not in ("inet", "inet6"):
+        return False
+    return not words[1].lower().startswith("fe80") and not words[1].startswith("169.254.")
+
+
 def network_up(ifconfig_text):
-    """1 if some non-loopback interface is up, has link and an address, else 0.
+    """1 if some non-loopback interface is up, has link and a routable address, else 0.
 
     'status: active' alone is not enough: awdl0 (AirDrop) reports it with only a
-    link-local fe80:: address even when the Mac is on no network.
+    link-local fe80:: address even when the Mac is on no network, and an Ethernet port
+    whose DHCP went unanswered is active with only a self-assigned 169.254.x.x.
     """
     seen = 0
     for header, body in _interfaces(ifconfig_text):
         seen += 1
         flags = set(re.search(r"<([^>]*)>", header).group(1).split(",")) if "<" in header else set()
         has_link = "status: active" in body
-        has_address = any(
-            line.startswith("inet ") or (line.startswith("inet6 ") and not line[6:].startswith("fe80"))
-            for line in body
-        )
+        has_address = any(routable_address(line) for line in body)
         if {"UP", "RUNNING"} <= flags and "LOOPBACK" not in flags and has_link and has_address:
             return 1
     if seen == 0:

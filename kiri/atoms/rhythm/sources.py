@@ -33,12 +33,14 @@ run_command = functools.partial(_run_command, source="rhythm")
 def parse_ioreg_idle(text):
     """Seconds since the last keyboard/mouse input, from `ioreg -c IOHIDSystem` output.
 
-    The line is `"HIDIdleTime" = 4500000000`, in nanoseconds; the first one is used.
+    The line is `"HIDIdleTime" = 4500000000`, in nanoseconds. Several IOHIDSystem entries
+    can appear, and any input resets only the one it went through, so the smallest is
+    the time since the last input of any kind.
     """
-    match = re.search(r'"HIDIdleTime"\s*=\s*([0-9]+)', text)
-    if not match:
+    values = re.findall(r'"HIDIdleTime"\s*=\s*([0-9]+)', text)
+    if not values:
         raise CollectorError("rhythm: ioreg output has no HIDIdleTime (no IOHIDSystem on this Mac?)")
-    return int(match.group(1)) / 1e9
+    return min(int(v) for v in values) / 1e9
 
 
 # ----------------------------------------------------------------------------

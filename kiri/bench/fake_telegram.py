@@ -1,4 +1,4 @@
-"""A fake Telegram Bot API on 127.0.0.1, for tests. Nothing here touches the network.
+"""A fake Telegram Bot API on 127.0.0.1, for tests and benchmarks. Nothing here touches the network.
 
     with FakeTelegram(token="123:SECRET", chat_id=4242) as fake:
         bot = TelegramBot("123:SECRET", 4242, api=fake.url)
@@ -15,7 +15,7 @@ polling waits at most `max_wait` seconds, however long the client asks for.
 import json
 import threading
 
-from tests.loopback import JsonHandler, QuietServer
+from .loopback import JsonHandler, QuietServer
 
 BOT_ID = 7000000001
 
@@ -35,6 +35,7 @@ class FakeTelegram:
         self._queries = set()      # callback_query ids that may be answered
         self._condition = threading.Condition()
         self._closing = False
+        self.down = False          # True: every call answers 502 (an outage)
         self._server = None
         self._thread = None
 
@@ -141,6 +142,8 @@ class FakeTelegram:
                 raise ValueError
         except ValueError:
             return self._record(method, {}, 400, _error(400, "Bad Request: invalid JSON body"))
+        if self.down:   # an outage: every call fails until it is over
+            return self._record(method, {}, 502, _error(502))
         with self._condition:
             queued = self._failures.get(method.lower())
             if queued:
