@@ -3,9 +3,10 @@ again, and the words a person reads — the same for every sink.
 
     alert = Alert(id, message=format_alert(scores, labels, host), situation=situation_of(scores), …)
 
-An alert's *situation* names the flagged atoms and each one's surprising tokens
-('pulse:C9+M9,rhythm:I0'); within the cooldown, a new situation that is the same
-thing again (same_situation) merges into the earlier alert instead of making another.
+An alert's *situation* names the flagged atoms and, for each, the fields its surprising
+tokens are in and which way they are off ('pulse:C>+M>,rhythm:I<'); while an alert's
+situation goes on (a repeat within the cooldown of the last one), the same thing again
+(same_situation) merges into it instead of making another.
 Which tokens are surprising is the Score's rule (atoms/score.py), so the key, the
 words and the table in `kiri <atom> score` always name the same tokens.
 """
@@ -48,20 +49,44 @@ class Alert:
 # -- the situation ---------------------------------------------------------------------
 
 def situation_of(scores):
-    """What an alert is about: which atoms, and each one's surprising tokens ('pulse:C9+M9,rhythm:I0')."""
+    """What an alert is about: which atoms, and for each which fields are off and which way
+    ('pulse:C>+M>,rhythm:I<': CPU and memory above what was expected, idle below).
+
+    Fields and directions, not tokens: a disk filling over a day moves from D6 to D7 to D9
+    and is one thing happening; memory falling instead of rising is another.
+    """
     parts = []
     for s in sorted(scores, key=lambda s: s.atom):
-        surprising = sorted(t["token"] for t in s.surprising())
-        parts.append(s.atom + (":" + "+".join(surprising) if surprising else ""))
+        off = sorted(set(_field_direction(t) for t in s.surprising()))
+        parts.append(s.atom + (":" + "+".join(off) if off else ""))
     return ",".join(parts) or "unknown"
+
+
+def _field_direction(token):
+    """'C>' for C9 where C1 was expected, 'C<' for C0 where C5 was, 'W!' for a label."""
+    field = token.get("field") or str(token.get("token", "?"))[:1]
+    came, expected = _bucket(token.get("token"), field), _bucket(token.get("expected"), field)
+    if came is None or expected is None or came == expected:
+        return field + "!"
+    return field + (">" if came > expected else "<")
+
+
+def _bucket(name, field):
+    """A bucket token's place in its field (C9 → 9, Q< → -1, Q> → inf); None for a label."""
+    rest = str(name or "")[len(field):] if str(name or "").startswith(field) else None
+    if rest == "<":
+        return -1
+    if rest == ">":
+        return math.inf
+    return int(rest) if rest and rest.isdigit() else None
 
 
 def same_situation(earlier, new):
     """Whether a new situation is the earlier one happening again: the same atoms, and for
-    each atom at least half of the surprising tokens in common (Jaccard >= 0.5) — or, for
-    an atom the new one flags by its likelihood alone (no surprising token), nothing more.
+    each atom at least half of its off fields in common (Jaccard >= 0.5) — or, for an atom
+    the new one flags by its likelihood alone (no surprising token), nothing more.
 
-    Not equality: two readings of one incident differ in which tokens just cross the
+    Not equality: two readings of one incident differ in which fields just cross the
     surprising line, so an exact key sent a second alert for the same CPU-and-memory spike.
     And the likelihood averages the last readings, so it still flags an incident its window
     holds after the incident's own readings are back to normal: an aftershock, not news.

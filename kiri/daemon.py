@@ -292,9 +292,15 @@ class Daemon:
             log.info("suppressed (Nerve has learned you do not want this one): %s", situation)
             return None
         cooldown = self.settings.number("alert_cooldown")
-        earlier = next((a for a in self.store.alerts(since=now - cooldown, limit=None)
+        earlier = next((a for a in self.store.alerts(active_since=now - cooldown, limit=None)
                         if same_situation(a["situation"], situation)), None)
         if earlier is not None:
+            # Merged while it goes on: the cooldown runs from its last repeat, so an
+            # incident that lasts all day is one alert, not one an hour. Not once you have
+            # dismissed it: what comes back after its cooldown is judged afresh (a CPU
+            # runaway can follow the nightly backup you dismissed an hour before).
+            if earlier["state"] != "dismissed":
+                self.store.alert_seen(earlier["id"], now)
             log.info("repeat of alert %s within the cooldown: %s", earlier["id"], situation)
             result.alert = {"id": earlier["id"], "merged_into": earlier["id"], "message": earlier["message"]}
             return result.alert

@@ -19,7 +19,7 @@ import logging
 import math
 
 from .atoms import verbs
-from .atoms.atom import HOLDOUT_FRACTION, Atom
+from .atoms.atom import HOLDOUT_FRACTION, Atom, held_out_indices
 from .core.weights import save
 from .errors import KiriError
 
@@ -99,10 +99,9 @@ def retrain(module, settings, store, days, now):
 def newest_held_out(module, store, days, now):
     """(values, context) of the newest real readings a retrain held out, at most GATE_READINGS."""
     history = verbs.history_for(module, store, real_only=True, days=days, now=now)
-    held = max(1, int(len(history) * HOLDOUT_FRACTION))
-    judge = Atom(module.SPEC)
-    return [(history[i]["values"], judge.context_of(history, i))
-            for i in range(max(0, len(history) - min(held, GATE_READINGS)), len(history))]
+    held = held_out_indices(history, HOLDOUT_FRACTION)[-GATE_READINGS:]
+    reader = Atom(module.SPEC)
+    return [(history[i]["values"], reader.context_of(history, i)) for i in held]
 
 
 def judge(atom, readings):

@@ -192,7 +192,15 @@ def _migrate_4_to_5(conn):
     conn.execute("CREATE INDEX outbox_alert ON outbox (alert_id)")
 
 
-MIGRATIONS = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3, _migrate_3_to_4, _migrate_4_to_5]
+def _migrate_5_to_6(conn):
+    # An alert's situation can go on for hours (a disk filling over a day): last_ts is the
+    # last time a repeat merged into it, so the cooldown runs from then, not from the
+    # first reading. NULL (alerts stored before) means "never repeated": ts stands.
+    conn.execute("ALTER TABLE alerts ADD COLUMN last_ts REAL")
+
+
+MIGRATIONS = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3, _migrate_3_to_4, _migrate_4_to_5,
+              _migrate_5_to_6]
 
 
 # ---------------------------------------------------------------------------
@@ -691,8 +699,8 @@ class Store:
         feedback = None
         if r["verdict"] is not None:
             feedback = {"verdict": r["verdict"], "reward": r["reward"], "ts": r["feedback_ts"]}
-        return {"id": r["id"], "ts": r["ts"], "decision_id": r["decision_id"], "atom": r["atom"],
-                "message": r["message"], "situation": r["situation"],
+        return {"id": r["id"], "ts": r["ts"], "last_ts": r["last_ts"] or r["ts"], "decision_id": r["decision_id"],
+                "atom": r["atom"], "message": r["message"], "situation": r["situation"],
                 "details": json.loads(r["details"]), "state": r["state"], "feedback": feedback}
 
     def alert(self, alert_id):
@@ -700,12 +708,19 @@ class Store:
         row = self.conn.execute(self._SELECT_ALERTS + " WHERE a.id = ?", (alert_id,)).fetchone()
         return None if row is None else self._alert(row)
 
-    def alerts(self, state=None, limit=100, since=None):
+    def alerts(self, state=None, limit=100, since=None, active_since=None):
         """The newest alerts (in state 'open', 'approved' or 'dismissed', or all; with ts >=
-        since when given), newest first."""
-        sql, args = _query(self._SELECT_ALERTS, [("a.state = ?", state), ("a.ts >= ?", since)],
+        since, or last seen (last_ts) >= active_since, when given), newest first."""
+        sql, args = _query(self._SELECT_ALERTS, [("a.state = ?", state), ("a.ts >= ?", since),
+                                                 ("COALESCE(a.last_ts, a.ts) >= ?", active_since)],
                            "a.ts DESC, a.id DESC", limit)
         return [self._alert(r) for r in self.conn.execute(sql, args)]
+
+    def alert_seen(self, alert_id, ts):
+        """A repeat merged into this alert at ts: its situation is still going on."""
+        with self._write() as conn:
+            conn.execute("UPDATE alerts SET last_ts = MAX(COALESCE(last_ts, ts), ?) WHERE id = ?",
+                         (_check_ts(ts), alert_id))
 
     def add_feedback(self, alert_id, verdict, ts=None):
         """Record the user's answer to an alert: 'approve' (+1) or 'dismiss' (-1).

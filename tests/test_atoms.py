@@ -135,10 +135,18 @@ class AtomMachinery(unittest.TestCase):
         self.assertIn("not valid JSON", atom.weights_note)
         self.assertTrue(previous_path(self.path).exists())
 
-    def test_held_out_each_kind_in_proportion(self):
+    def test_held_out_each_kind_in_proportion_in_blocks_over_the_whole_history(self):
         rows = [{"synthetic": True}] * 100 + [{"synthetic": False}] * 10
         held = held_out_indices(rows, 0.2)
-        self.assertEqual(held, list(range(80, 100)) + [108, 109])
+        # 100 synthetic rows: blocks of 4, every fifth counted back from the newest;
+        # 10 real rows: every fifth row, the newest included.
+        self.assertEqual(held, [i for i in range(100) if (24 - i // 4) % 5 == 0] + [104, 109])
+        self.assertEqual(len(held), 22)
+        week = [{"synthetic": False}] * 2016
+        held = held_out_indices(week, 0.2)
+        self.assertEqual(held[-12:], list(range(2004, 2016)), "the newest hour is held out")
+        self.assertLess(held[0], 12 * 5, "so is an hour near the start of the week")
+        self.assertAlmostEqual(len(held) / len(week), 0.2, delta=0.01)
 
 
 if __name__ == "__main__":

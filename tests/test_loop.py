@@ -666,7 +666,7 @@ class MetaTest(HomeCase):
         window = [o for o in store.observations("pulse") if o["ts"] >= time.time() - 7 * 86400]
         self.assertEqual(len(window), 167)
         outcome = run_meta("retrain:pulse:7d", settings, store, modules)
-        self.assertRegex(outcome, r"^pulse: retrained on its last 7 days \(mean surprise [0-9.]+, \d+ false alarms on the newest 33 real")
+        self.assertRegex(outcome, r"^pulse: retrained on its last 7 days \(mean surprise [0-9.]+, \d+ false alarms on the newest \d+ real")
         new = json.loads(path.read_text())
         self.assertEqual(new["trained_on"]["days"], 7)
         self.assertEqual(new["trained_on"]["observations"], len(window))
@@ -806,14 +806,16 @@ class UnusualTogetherTest(HomeCase):
 
 
 def scored(atom, **surprises):
-    """A score with these token surprises, as situation_of reads it."""
-    return Score(atom, 1.0, 1.0, [{"token": t, "surprise": v} for t, v in surprises.items()])
+    """A score with these token surprises (each where its field's bucket 4 was expected)."""
+    return Score(atom, 1.0, 1.0, [{"token": t, "field": t[0], "expected": t[0] + "4", "surprise": v}
+                                  for t, v in surprises.items()])
 
 
 class SituationTest(unittest.TestCase):
     def test_a_situation_names_every_surprising_token_of_every_flagged_atom(self):
         pulse = scored("pulse", L4=10.5, S4=9.7, M9=8.0, C9=7.5, N1=0.4)
-        self.assertEqual(situation_of([scored("drift", A8=3.0), pulse]), "drift:A8,pulse:C9+L4+M9+S4")
+        self.assertEqual(situation_of([scored("drift", A8=3.0), pulse]), "drift:A>,pulse:C>+L!+M>+S!")
+        self.assertEqual(situation_of([scored("pulse", C0=4.0, D9=5.0)]), "pulse:C<+D>")
         self.assertEqual(situation_of([scored("pulse", C5=0.3)]), "pulse")
         self.assertEqual(situation_of([]), "unknown")
 
@@ -827,12 +829,16 @@ class SituationTest(unittest.TestCase):
         self.assertTrue(same_situation("pulse", "pulse"))
         self.assertTrue(same_situation("unknown", "unknown"))
 
-    def test_different_tokens_or_atoms_are_a_new_situation(self):
-        for a, b in [("pulse:C9+M9+S4+L4", "pulse:C9+D9+L4+M1+N0+S0"),   # memory fell, disk filled
-                     ("pulse:C9+M9", "pulse:C0+M9"),                      # CPU at the other end
+    def test_a_field_moving_on_the_same_way_is_the_same_situation(self):
+        # A disk filling over a day: D6, then D7, then D9 — one thing happening.
+        self.assertEqual(situation_of([scored("pulse", D6=5.0)]), situation_of([scored("pulse", D9=9.0)]))
+
+    def test_different_fields_directions_or_atoms_are_a_new_situation(self):
+        for a, b in [("pulse:C>+M>+S!+L!", "pulse:C>+D>+L!+M<+N<+S<"),   # memory fell, disk filled
+                     ("pulse:C>+M>", "pulse:C<+M>"),                      # CPU at the other end
                      ("pulse", "pulse:C9"),                             # a spike after a slow climb
-                     ("pulse:C9", "pulse:C9,rhythm:I0"),
-                     ("pulse:C9", "drift:C9")]:
+                     ("pulse:C>", "pulse:C>,rhythm:I<"),
+                     ("pulse:C>", "drift:C>")]:
             with self.subTest(a=a, b=b):
                 self.assertFalse(same_situation(a, b))
                 if a != "pulse":
@@ -861,6 +867,31 @@ class CooldownTest(HomeCase):
         later = self.cycle(d, start + 3600 + 301, BIG).alert
         self.assertIsNone(later["merged_into"], "the cooldown is over")
         self.assertEqual(len(store.alerts()), 3)
+
+    def test_an_incident_that_lasts_longer_than_the_cooldown_is_one_alert(self):
+        settings = self.settings(KIRI_ALERT_COOLDOWN="3600")
+        self.install_pulse(settings)
+        store = self.store()
+        d = self.daemon(settings, store)
+        start = local(FIRST_MONDAY, 14)
+        alerts = [self.cycle(d, start + 300 * i, BIG).alert for i in range(30)]   # two and a half hours
+        self.assertIsNone(alerts[0]["merged_into"])
+        self.assertEqual({a["merged_into"] for a in alerts[1:]}, {alerts[0]["id"]})
+        self.assertEqual(len(store.alerts()), 1)
+
+    def test_a_dismissed_alert_stops_absorbing_repeats_after_its_cooldown(self):
+        settings = self.settings(KIRI_ALERT_COOLDOWN="3600")
+        self.install_pulse(settings)
+        store = self.store()
+        d = self.daemon(settings, store)
+        start = local(FIRST_MONDAY, 14)
+        first = self.cycle(d, start, BIG).alert
+        store.add_feedback(first["id"], "dismiss", ts=start + 60)
+        inside = [self.cycle(d, start + 300 * i, BIG).alert for i in range(1, 12)]
+        self.assertEqual({a["merged_into"] for a in inside}, {first["id"]}, "merged within its cooldown")
+        after = self.cycle(d, start + 3600 + 300, BIG)
+        self.assertNotEqual((after.alert or {}).get("merged_into"), first["id"],
+                            "a dismissed situation that goes on is judged afresh after its cooldown")
 
 
 class DaemonReadsWeightsOnlyWhenTheyChange(unittest.TestCase):

@@ -397,7 +397,7 @@ class TestSchema(StoreTestCase):
 
         with self.open() as s:
             self.assertEqual(s.alert(1), {
-                "id": 1, "ts": 2, "decision_id": 1, "atom": "pulse", "message": "old alert",
+                "id": 1, "ts": 2, "last_ts": 2, "decision_id": 1, "atom": "pulse", "message": "old alert",
                 "situation": "", "details": {}, "state": "open", "feedback": None})
             self.assertEqual(s.outbox_due("telegram", 3)[0]["alert_id"], None)
             self.assertIsNone(s.outbox_row(1)["message_id"])
@@ -449,6 +449,18 @@ class TestDecisions(StoreTestCase):
 
 
 class TestAlertsAndFeedback(StoreTestCase):
+    def test_a_repeat_keeps_an_alert_active_and_never_moves_it_back(self):
+        with self.open() as s:
+            a = s.add_alert("pulse", "disk filling", situation="pulse:D>", ts=2)
+            s.alert_seen(a, 100)
+            s.alert_seen(a, 50)   # an earlier clock never makes it older
+            self.assertEqual(s.alert(a)["last_ts"], 100)
+            self.assertEqual([x["id"] for x in s.alerts(active_since=99)], [a])
+            self.assertEqual(s.alerts(active_since=101), [])
+            self.assertEqual(s.alerts(since=3), [], "since still reads when it began")
+            with self.assertRaises(ValueError):
+                s.alert_seen(a, float("nan"))
+
     def test_round_trip(self):
         s = self.open()
         d = s.add_decision({"pulse": 3.5}, "alert", ts=1)
@@ -457,7 +469,7 @@ class TestAlertsAndFeedback(StoreTestCase):
                         details=details, ts=2)
         b = s.add_alert("drift", "too many switches")  # ts 5000 from the clock
         self.assertEqual(s.alert(a), {
-            "id": a, "ts": 2, "decision_id": d, "atom": "pulse", "message": "memory high",
+            "id": a, "ts": 2, "last_ts": 2, "decision_id": d, "atom": "pulse", "message": "memory high",
             "situation": "pulse:M", "details": details, "state": "open", "feedback": None})
         self.assertEqual(s.alert(b)["ts"], 5000.0)
         self.assertEqual(s.alert(b)["details"], {})

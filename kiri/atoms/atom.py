@@ -33,6 +33,7 @@ def command_for(name):
 
 THRESHOLD_QUANTILE = 0.99
 HOLDOUT_FRACTION = 0.2
+HOLDOUT_BLOCK = 12        # readings held out together (an hour at 5 minutes): neighbours stay together
 MIN_OBSERVATIONS = 20
 # The newest readings an atom learns from (and cuts its learned fields' buckets at): a
 # week at one reading a minute — the 7 days a scheduled retrain asks for — and five weeks
@@ -150,16 +151,25 @@ def threshold_of(scores, real, floor):
 
 
 def held_out_indices(history, fraction):
-    """The newest `fraction` of the real rows and, separately, of the synthetic rows.
+    """About `fraction` of the real rows and, separately, of the synthetic rows: every
+    (1/fraction)-th block of consecutive rows, counted back from the newest block.
 
-    Holding out each kind in proportion keeps a handful of real readings from setting
-    the threshold of a model that mostly knows synthetic history (and vice versa).
+    Blocks spread over the whole history, not its newest fifth: a machine's week has
+    quiet nights and busy weekdays, and a threshold calibrated on the last day and a half
+    alone (a weekend, say) flags every ordinary Tuesday. The newest block is always held
+    out, so the newest readings stay unseen for the retrain gate. Each kind in proportion
+    keeps a handful of real readings from setting the threshold of a model that mostly
+    knows synthetic history (and vice versa).
     """
+    every = max(2, round(1 / fraction))
     held = []
     for synthetic in (False, True):
         kind = [i for i, row in enumerate(history) if bool(row.get("synthetic")) == synthetic]
-        if kind:
-            held += kind[-max(1, int(len(kind) * fraction)):]
+        if not kind:
+            continue
+        block = max(1, min(HOLDOUT_BLOCK, len(kind) // (5 * every)))   # at least five held-out blocks
+        last = (len(kind) - 1) // block
+        held += [i for n, i in enumerate(kind) if (last - n // block) % every == 0]
     return sorted(held)
 
 
