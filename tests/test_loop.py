@@ -852,12 +852,15 @@ class SituationTest(unittest.TestCase):
 
 
 class CooldownTest(HomeCase):
-    def test_repeats_merge_inside_the_cooldown_and_alert_again_after_it(self):
+    def pulse_daemon(self):
+        """(daemon, store, a Monday 14:00) with a trained Pulse and an hour's cooldown."""
         settings = self.settings(KIRI_ALERT_COOLDOWN="3600")
         self.install_pulse(settings)
         store = self.store()
-        d = self.daemon(settings, store)
-        start = local(FIRST_MONDAY, 14)
+        return self.daemon(settings, store), store, local(FIRST_MONDAY, 14)
+
+    def test_repeats_merge_inside_the_cooldown_and_alert_again_after_it(self):
+        d, store, start = self.pulse_daemon()
         first = self.cycle(d, start, BIG).alert
         self.assertIsNone(first["merged_into"])
         again = self.cycle(d, start + 300, BIG).alert
@@ -869,22 +872,14 @@ class CooldownTest(HomeCase):
         self.assertEqual(len(store.alerts()), 3)
 
     def test_an_incident_that_lasts_longer_than_the_cooldown_is_one_alert(self):
-        settings = self.settings(KIRI_ALERT_COOLDOWN="3600")
-        self.install_pulse(settings)
-        store = self.store()
-        d = self.daemon(settings, store)
-        start = local(FIRST_MONDAY, 14)
+        d, store, start = self.pulse_daemon()
         alerts = [self.cycle(d, start + 300 * i, BIG).alert for i in range(30)]   # two and a half hours
         self.assertIsNone(alerts[0]["merged_into"])
         self.assertEqual({a["merged_into"] for a in alerts[1:]}, {alerts[0]["id"]})
         self.assertEqual(len(store.alerts()), 1)
 
     def test_a_dismissed_alert_stops_absorbing_repeats_after_its_cooldown(self):
-        settings = self.settings(KIRI_ALERT_COOLDOWN="3600")
-        self.install_pulse(settings)
-        store = self.store()
-        d = self.daemon(settings, store)
-        start = local(FIRST_MONDAY, 14)
+        d, store, start = self.pulse_daemon()
         first = self.cycle(d, start, BIG).alert
         store.add_feedback(first["id"], "dismiss", ts=start + 60)
         inside = [self.cycle(d, start + 300 * i, BIG).alert for i in range(1, 12)]
