@@ -113,6 +113,7 @@ class CycleResult:
     alert: dict = None                                 # {id, message, merged_into}
     meta: list = field(default_factory=list)          # meta-actions run: ["retrain:pulse:7d", …]
     errors: list = field(default_factory=list)        # (pipe, stage, error)
+    recent: list = field(default_factory=list)        # every atom's recent Score, read once for Nerve
 
 
 class Daemon:
@@ -230,14 +231,14 @@ class Daemon:
         if not fresh:
             return None
         atoms = list(self.modules)
-        scores = self.recent_scores(now, fresh)
+        scores = result.recent = self.recent_scores(now, fresh)
         state = nerve.state_of(scores, atoms, now)
         if not injected:   # a reading typed in to try the loop is taken as lasting
             self.sustain(state, scores, now)
         # The model decides only once there is enough labelled history (README: cold start).
         nerve_atom = self.load_nerve() if nerve.ready(*self.store.decision_counts()) else None
         action, probability, source = nerve.decide(nerve_atom, state)
-        if action == "suppress" and not self.dismissed_before(now, result, state):
+        if action == "suppress" and not self.dismissed_before(result, state):
             # Nerve silences only what you have taught it to: an alert like one you dismissed.
             # A model that has heard nothing but "dismiss" would otherwise silence everything.
             action, probability, source = "alert", 1.0, "rule"
@@ -269,24 +270,24 @@ class Daemon:
                       if now - r["ts"] <= (n + 1) * self.interval(s.atom)]
             state[key] = min([state[key]] + recent)
 
-    def dismissed_before(self, now, result, state):
+    def dismissed_before(self, result, state):
         """Whether an alert in the situation flagged now was dismissed before (within retention)."""
-        situation = situation_of(self.flagged(now, result, state))
+        situation = situation_of(self.flagged(result, state))
         return any(same_situation(a["situation"], situation) for a in self.store.alerts(state="dismissed", limit=500))
 
-    def flagged(self, now, result, state):
+    @staticmethod
+    def flagged(result, state):
         """The scores an alert now is about: each atom over its threshold for `alert_after`
         readings (its ratio in Nerve's state), or unusual together by its likelihood. A lone
         reading over the line on another atom is not part of the situation."""
         def unusual(s):
             return s.likelihood is not None and s.unusual_at is not None and s.likelihood > s.unusual_at
-        return [s for s in self.recent_scores(now, result.scores)
-                if (state.get(nerve.prefix_of(s.atom)) or 0) > 1 or unusual(s)]
+        return [s for s in result.recent if (state.get(nerve.prefix_of(s.atom)) or 0) > 1 or unusual(s)]
 
     def act(self, decision, now, result):
         if decision is None or decision["action"] == "ok":
             return None
-        flagged = self.flagged(now, result, decision["state"])
+        flagged = self.flagged(result, decision["state"])
         situation = situation_of(flagged)
         if decision["action"] == "suppress":
             log.info("suppressed (Nerve has learned you do not want this one): %s", situation)
