@@ -20,11 +20,13 @@ import logging
 
 from .alerts import Alert
 from .errors import KiriError
+from .ground import is_finite_number
 
 log = logging.getLogger("kiri.outbox")
 
 FIRST_BACKOFF = 30.0                    # seconds before the first retry of a failed send
 MAX_BACKOFF = 3600.0                    # the backoff doubles per failure up to this
+MIN_RETRY_AFTER = 1.0                   # a sink's own wait is held to MIN_RETRY_AFTER..MAX_BACKOFF
 PERMANENT_RETRY = 6 * 3600.0            # a refused message (bad chat, blocked bot) is retried this late
 
 
@@ -65,10 +67,13 @@ def backoff(attempts, retry_after=None):
     """Seconds until the next try after a transient failure.
 
     attempts: how many tries had failed before this one. 30 s, 60 s, 120 s, ... up to
-    an hour; the sink's retry_after (flood control), when given, wins.
+    an hour; the sink's retry_after (flood control), when given, wins, held to 1 s .. an hour:
+    it comes from the network, and a wait of 1e300 s would be a message never sent; trying
+    before a longer wait is over costs only another "retry after". Anything but a finite
+    number of seconds, at least 0 (NaN, -5, text): the usual backoff.
     """
-    if retry_after is not None:
-        return float(retry_after)
+    if is_finite_number(retry_after) and retry_after >= 0:
+        return min(MAX_BACKOFF, max(MIN_RETRY_AFTER, float(retry_after)))
     return min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** min(max(int(attempts), 0), 20))
 
 

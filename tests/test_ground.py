@@ -5,11 +5,13 @@ import socket
 import ssl
 import stat
 import tempfile
+import time
 import unittest
 from pathlib import Path
 from unittest import mock
 
-from kiri.ground import atomic_write, connection_problem, default_home, is_finite_number, platform_name
+from kiri.ground import (atomic_file, atomic_write, connection_problem, default_home, is_finite_number, platform_name,
+                         remove_stale_temp_files)
 
 
 class AtomicWriteTest(unittest.TestCase):
@@ -46,6 +48,82 @@ class AtomicWriteTest(unittest.TestCase):
 
     def test_rename_failure(self):
         self.assert_failure_keeps_old_file(b"new", OSError, replace=OSError(errno.EIO, "power cut"))
+
+
+class AtomicFileTest(unittest.TestCase):
+    """atomic_file: what KIRI writes in a stream (an export, training's metrics) appears whole or not at all."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name)
+        self.path = self.dir / "out.jsonl"
+        self.path.write_text("old\n")
+
+    def test_the_file_appears_only_when_the_block_ends(self):
+        with atomic_file(self.path, text=True) as f:
+            f.write("new\n")
+            f.flush()
+            self.assertEqual(self.path.read_text(), "old\n", "not yet")
+        self.assertEqual(self.path.read_text(), "new\n")
+        self.assertEqual(os.listdir(str(self.dir)), ["out.jsonl"])
+
+    def test_an_error_in_the_block_keeps_the_old_file_and_leaves_no_temp_file(self):
+        for error in (KeyboardInterrupt, ValueError, OSError(errno.ENOSPC, "No space left on device")):
+            with self.subTest(error=error), self.assertRaises(type(error) if isinstance(error, OSError) else error) as caught:
+                with atomic_file(self.path, text=True) as f:
+                    f.write("half")
+                    raise error
+            self.assertEqual(self.path.read_text(), "old\n")
+            self.assertEqual(os.listdir(str(self.dir)), ["out.jsonl"])
+        self.assertEqual(caught.exception.filename, os.path.realpath(self.path), "the error names the file, not the temp")
+
+    def test_a_link_is_written_through_and_a_pipe_in_place(self):
+        link = self.dir / "link"
+        link.symlink_to(self.path)
+        atomic_write(link, "through\n")
+        self.assertTrue(link.is_symlink())
+        self.assertEqual(self.path.read_text(), "through\n")
+        fifo = self.dir / "fifo"
+        os.mkfifo(str(fifo))
+        reader = os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        with atomic_file(fifo) as f:
+            f.write(b"in place")
+        self.assertEqual(os.read(reader, 100), b"in place")
+        self.assertTrue(stat.S_ISFIFO(os.lstat(str(fifo)).st_mode), "still a pipe, not a file")
+
+
+class StaleTempFilesTest(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name)
+
+    def make(self, name, age):
+        path = self.dir / name
+        path.write_bytes(b"half")
+        os.utime(str(path), (time.time() - age, time.time() - age))
+        return path
+
+    def test_only_abandoned_temp_files_of_atomic_writes_go(self):
+        stale = self.make(".pulse.json.ab_d1234.tmp", 120)
+        young = self.make(".pulse.json.efgh5678.tmp", 10)
+        others = [self.make(name, 120) for name in ("pulse.json", ".pulse.json.tmp", "x.abcd1234.tmp", ".a.abc.tmp")]
+        self.assertEqual(remove_stale_temp_files(self.dir), [stale.name])
+        self.assertTrue(young.exists())
+        self.assertTrue(all(p.exists() for p in others))
+        self.assertEqual(remove_stale_temp_files(self.dir / "missing"), [], "a missing folder is nothing to do")
+
+    @unittest.skipIf(os.name != "posix", "flock")
+    def test_a_write_in_progress_keeps_its_file_however_old(self):
+        target = self.dir / "export.jsonl"
+        with atomic_file(target, text=True) as f:
+            f.write("slow")
+            (temp,) = [p for p in self.dir.iterdir() if p.name.endswith(".tmp")]
+            os.utime(str(temp), (time.time() - 3600, time.time() - 3600))
+            self.assertEqual(remove_stale_temp_files(self.dir), [])
+        self.assertEqual(target.read_text(), "slow")
 
 
 class IsFiniteNumberTest(unittest.TestCase):

@@ -88,6 +88,23 @@ class PulseFromTest(unittest.TestCase):
         with self.assertRaisesRegex(CollectorError, "'cpu-load' is 'auto', not a number"):
             mikrotik.pulse_from(resource, [])
 
+    def test_every_number_is_finite_and_in_its_range(self):
+        cases = [("cpu-load", "nan"), ("cpu-load", "inf"), ("cpu-load", "-1"), ("cpu-load", "150"),
+                 ("cpu-load", ["7"]), ("cpu-load", "7" * 100000), ("cpu-count", "1e400"), ("cpu-count", "0"),
+                 ("cpu-count", "2.5"), ("cpu-count", True), ("cpu-count", 10 ** 400), ("total-memory", "1e30"),
+                 ("free-memory", "2147483648"), ("free-hdd-space", "-5"), ("total-hdd-space", "NaN")]
+        for name, value in cases:
+            with self.subTest(name=name, value=str(value)[:20]):
+                resource = dict(json.loads(RESOURCE_HAP), **{name: value})
+                with self.assertRaises(CollectorError) as caught:
+                    mikrotik.pulse_from(resource, [])
+                message = str(caught.exception)
+                self.assertIn(repr(name), message)
+                self.assertEqual(len(message.splitlines()), 1)
+                self.assertLess(len(message), 200)
+        edge = dict(json.loads(RESOURCE_HAP), **{"cpu-load": "100", "cpu-count": "1", "free-memory": "0"})
+        self.assertEqual((mikrotik.pulse_from(edge, [])["C"], mikrotik.pulse_from(edge, [])["M"]), (100.0, 100.0))
+
     def test_zero_total(self):
         resource = dict(json.loads(RESOURCE_HAP), **{"total-memory": "0"})
         with self.assertRaisesRegex(CollectorError, "'total-memory' is '0'"):
@@ -264,13 +281,45 @@ class HttpClientTest(FakeRouterTestCase):
         url = f"http://{USER}:{PASSWORD}@{self.host}"
         with self.assertRaises(CollectorError) as caught:
             mikrotik.collect(url, USER, PASSWORD, timeout=2)
-        self.assertIn("not inside the router URL", str(caught.exception))
+        self.assertIn("must not hold a user or password", str(caught.exception))
         self.assert_no_password(caught.exception)
         self.assertEqual(self.server.requests, [])
 
     def test_url_without_scheme(self):
         with self.assertRaisesRegex(CollectorError, "must start with https://"):
             mikrotik.collect("192.168.88.1", USER, PASSWORD)
+
+    def test_malformed_urls_are_one_line(self):
+        for url in ("http://[::1", "http://[::1]:99999", "https://router:https", "http://rou ter",
+                    "http://" + "a" * 70 + ".lan"):   # the last: a name no resolver accepts
+            with self.subTest(url=url):
+                with self.assertRaisesRegex(CollectorError, r"^mikrotik: [^\n]+$"):
+                    mikrotik.collect(url, USER, PASSWORD, timeout=2)
+
+    def test_a_value_out_of_range_names_field_and_host(self):
+        self.server.routes["/rest/system/resource"] = (200, RESOURCE_HAP.replace('"cpu-load":"7"', '"cpu-load":"nan"'), 0)
+        with self.assertRaises(CollectorError) as caught:
+            mikrotik.collect(self.url, USER, PASSWORD, timeout=2)
+        self.assertEqual(str(caught.exception),
+                         f"mikrotik: /rest/system/resource field 'cpu-load' is 'nan', not a number from 0 to 100 at {self.host}")
+
+    def test_answers_too_large_or_too_deep_are_refused(self):
+        huge = '{"padding": "%s"}' % ("x" * (mikrotik.BODY_MAX + 1))
+        for body, words in ((huge, f"mikrotik: {self.host} sent an answer larger than 1 MB"),
+                            ("[" * 200000, f"mikrotik: malformed JSON from {self.host}/rest/system/resource")):
+            with self.subTest(words=words):
+                self.server.routes["/rest/system/resource"] = (200, body, 0)
+                with self.assertRaises(CollectorError) as caught:
+                    mikrotik.collect(self.url, USER, PASSWORD, timeout=2)
+                self.assertEqual(str(caught.exception), words)
+
+    def test_routeros_error_words_become_one_short_line(self):
+        words = json.dumps({"error": 400, "message": "Bad Request", "detail": "no such\ncommand " * 500})
+        self.server.routes["/rest/interface"] = (400, words, 0)
+        with self.assertRaises(CollectorError) as caught:
+            mikrotik.collect(self.url, USER, PASSWORD, timeout=2)
+        self.assertEqual(len(str(caught.exception).splitlines()), 1)
+        self.assertLess(len(str(caught.exception)), 300)
 
 
 def make_self_signed_certificate(directory):

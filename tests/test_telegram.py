@@ -1,9 +1,11 @@
 """Telegram notifier: the Bot API client, outbox delivery and button presses, against a
 fake Bot API on 127.0.0.1 (kiri/bench/fake_telegram.py). No test waits on a real clock."""
 
+import json
 import logging
 import os
 import socket
+import sqlite3
 import tempfile
 import time
 import traceback
@@ -66,6 +68,17 @@ class FakeTestCase(unittest.TestCase):
     def enqueue(self, alert_id, text=None, key=None):
         return self.store.enqueue("telegram", {"text": text or "alert %d" % alert_id, "alert_id": alert_id},
                                   key or "alert:%d" % alert_id, alert_id=alert_id, ts=NOW)
+
+
+class FailingFeedbackStore(Store):
+    """A real store whose next add_feedback raises `failure` (once): a fault no update can cause."""
+    failure = None
+
+    def add_feedback(self, *args, **kwargs):
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure
+        return super().add_feedback(*args, **kwargs)
 
 
 def closed_port():
@@ -189,6 +202,46 @@ class ClientTest(FakeTestCase):
             TelegramBot(TOKEN, CHAT, api="https://u:SECRET@example")
         self.assertNotIn("SECRET", str(caught.exception))
 
+    def test_a_malformed_api_address_is_one_line_when_the_bot_is_made(self):
+        for api in ("http://[::1", "http://127.0.0.1:99999", "http://host:port", "http://exa mple.org", None):
+            with self.subTest(api=api):
+                with self.assertRaises(KiriError) as caught:
+                    TelegramBot(TOKEN, CHAT, api=api)
+                self.assertRegex(str(caught.exception), r"^telegram: the API address \(telegram_api\) [^\n]+$")
+
+    def test_answers_too_large_or_too_deep_are_transient(self):
+        deep = "[" * 200000   # json.loads gives up with a RecursionError, not a ValueError
+        for raw, words in ((deep, "malformed answer"), ('{"ok": true, "result": %s}' % deep, "malformed answer"),
+                           ("x" * (telegram.BODY_MAX + 1), "sent an answer larger than 4 MB")):
+            with self.subTest(words=words, size=len(raw)):
+                self.fake.fail_next("getMe", 1, status=200, raw=raw)
+                with self.assertRaises(TransientError) as caught:
+                    self.bot.call("getMe")
+                self.assertIn(words, str(caught.exception))
+        self.assertEqual(self.bot.call("getMe")["username"], "kiri_bot")   # the next call is fine
+
+    def test_telegrams_words_become_one_short_line_without_the_token(self):
+        self.fake.fail_next("sendMessage", 1, status=400,
+                            description="Bad Request:\n" + "very long words " * 1000 + TOKEN)
+        with self.assertRaises(PermanentError) as caught:
+            self.bot.send_alert("hello", 1)
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        self.assertLess(len(message), 300)
+        self.assertNotIn("SECRET", message)
+
+    def test_numbers_in_answers_are_checked(self):
+        for message_id in (0, -3, 2 ** 63, True, "7", 1.5):
+            with self.subTest(message_id=message_id):
+                self.fake.fail_next("sendMessage", 1, status=200,
+                                    raw='{"ok": true, "result": {"message_id": %s}}' % json.dumps(message_id))
+                with self.assertRaisesRegex(TransientError, "without a message_id"):
+                    self.bot.send_alert("hello", 1)
+        self.fake.fail_next("getMe", 1, status=500, raw='{"ok": false, "error_code": 1e400, "description": "x"}')
+        with self.assertRaises(TransientError) as caught:
+            self.bot.call("getMe")
+        self.assertEqual(caught.exception.error_code, 500)   # not a status: the HTTP one
+
 
 class TokenSecrecyTest(FakeTestCase):
     def assert_secret_kept(self, error):
@@ -244,7 +297,13 @@ class DeliverTest(FakeTestCase):
         self.assertEqual([backoff(n) for n in range(9)], [30, 60, 120, 240, 480, 960, 1920, 3600, 3600])
         self.assertEqual(backoff(10 ** 6), 3600)
         self.assertEqual(backoff(5, retry_after=7), 7)
-        self.assertEqual(backoff(0, retry_after=7200), 7200)  # Telegram's wait wins over the cap
+        # Telegram's wait wins, held to 1 s .. an hour; what is no wait at all gets the usual backoff.
+        self.assertEqual(backoff(0, retry_after=7200), 3600)
+        self.assertEqual(backoff(0, retry_after=1e300), 3600)
+        self.assertEqual(backoff(0, retry_after=0), 1)
+        for nonsense in (float("nan"), float("inf"), -5, "7", True, 10 ** 400):
+            with self.subTest(retry_after=nonsense):
+                self.assertEqual(backoff(2, retry_after=nonsense), 120)
 
     def test_fails_twice_then_arrives_exactly_once(self):
         outbox_id = self.enqueue(self.alert())
@@ -281,6 +340,14 @@ class DeliverTest(FakeTestCase):
         self.assertEqual(deliver(self.store, self.bot, NOW + 119), (0, 0))
         self.assertEqual(deliver(self.store, self.bot, NOW + 120), (1, 0))
         self.assertEqual([p["text"] for p in self.fake.sent()], ["alert 2", "alert 1"])
+
+    def test_a_retry_after_from_far_away_is_held_to_an_hour(self):
+        outbox_id = self.enqueue(self.alert())
+        self.fake.fail_next("sendMessage", 1, status=429, raw='{"ok": false, "error_code": 429,'
+                            ' "description": "Too Many Requests", "parameters": {"retry_after": 1e300}}')
+        self.assertEqual(deliver(self.store, self.bot, NOW), (0, 1))
+        self.assertEqual(self.store.outbox_row(outbox_id)["next_try"], NOW + 3600)
+        self.assertEqual(deliver(self.store, self.bot, NOW + 3600), (1, 0))   # retried, and it arrives
 
     def test_refused_messages_are_kept_and_retried_much_later(self):
         outbox_id = self.enqueue(self.alert())
@@ -404,6 +471,55 @@ class PollTest(FakeTestCase):
         # Presses in the configured chat still get an answer, so the client stops spinning.
         self.assertEqual(len(self.fake.calls_to("answerCallbackQuery", ok=True)), 5)
 
+    def test_an_alert_id_too_large_for_the_store_does_not_block_later_presses(self):
+        alert_id, message_id = self.sent_alert()
+        # 19 digits, more than SQLite holds, under a message KIRI has no record of (an older bot's, say)
+        self.fake.press("fb:9999999999999999999:approve", message_id=5555)
+        last = self.fake.press("fb:%d:dismiss" % alert_id, message_id=message_id)
+        self.assertEqual(poll(self.store, self.bot), [(alert_id, "dismiss", False)])
+        self.assertEqual(self.store.get_kv("telegram.offset"), last + 1)
+        self.assertEqual(self.store.alert(alert_id)["state"], "dismissed")
+        self.assertEqual(len([line for line in self.log.lines if "unknown data" in line]), 1)
+        self.assertEqual(poll(self.store, self.bot), [])   # nothing is read twice
+
+    def test_ids_are_bounded(self):
+        self.assertEqual(parse_callback_data("fb:9223372036854775807:approve"), (2 ** 63 - 1, "approve"))
+        for data in ("fb:9223372036854775808:approve", "fb:0:approve", "fb:00:dismiss"):
+            self.assertIsNone(parse_callback_data(data))
+        alert_id, message_id = self.sent_alert()
+        for bad in (-1, 2 ** 63 - 1, 10 ** 30, 1.5, "7", None):   # offset = update_id + 1 must fit
+            self.fake.updates.append({"update_id": bad, "callback_query": {"data": "fb:1:approve"}})
+        last = self.fake.press("fb:%d:approve" % alert_id, message_id=message_id)
+        self.fake.updates[-1]["callback_query"]["message"]["message_id"] = 2 ** 64   # no message: no edit
+        self.assertEqual(poll(self.store, self.bot), [(alert_id, "approve", False)])
+        self.assertEqual(self.store.get_kv("telegram.offset"), last + 1)
+        self.assertEqual(self.fake.calls_to("editMessageText"), [])
+        self.assertEqual(len([line for line in self.log.lines if "without a valid update_id" in line]), 6)
+
+    def test_a_damaged_offset_starts_again(self):
+        self.store.set_kv("telegram.offset", "abc")
+        alert_id, message_id = self.sent_alert()
+        last = self.fake.press("fb:%d:approve" % alert_id, message_id=message_id)
+        self.assertEqual(len(poll(self.store, self.bot)), 1)
+        self.assertEqual(self.store.get_kv("telegram.offset"), last + 1)
+
+    def test_an_update_that_cannot_be_handled_is_skipped_and_a_failing_store_is_not(self):
+        alert_id, message_id = self.sent_alert()
+        first = self.fake.press("fb:%d:approve" % alert_id, message_id=message_id)
+        last = self.fake.press("fb:%d:dismiss" % alert_id, message_id=message_id)
+        store = FailingFeedbackStore(self.db, clock=lambda: NOW)
+        self.addCleanup(store.close)
+        store.failure = sqlite3.OperationalError("database or disk is full")
+        with self.assertRaises(sqlite3.OperationalError):   # not the update's fault: it is read again
+            poll(store, self.bot)
+        self.assertIsNone(store.get_kv("telegram.offset"))
+        store.failure = TypeError("something nobody foresaw")   # once: the press after it goes through
+        self.assertEqual(poll(store, self.bot), [(alert_id, "dismiss", False)])
+        self.assertEqual(store.get_kv("telegram.offset"), last + 1)
+        skipped = [line for line in self.log.lines if "skipped update" in line]
+        self.assertEqual(skipped, ["WARNING kiri.telegram skipped update %d, which could not be handled:"
+                                   " TypeError: something nobody foresaw" % first])
+
     def test_a_button_under_another_alerts_message_is_ignored(self):
         first, first_message = self.sent_alert("first")
         second, _ = self.sent_alert("second")
@@ -460,6 +576,19 @@ class FromSettingsTest(unittest.TestCase):
         channel = from_settings(load_settings(home=self.home, env={
             "KIRI_TELEGRAM_TOKEN": TOKEN, "KIRI_TELEGRAM_CHAT_ID": "@kiri_alerts"}))
         self.assertEqual((channel.chat_id, channel.api), ("@kiri_alerts", "https://api.telegram.org"))
+
+    def test_bad_addresses_and_chat_ids_are_one_line_at_start(self):
+        for key, value in (("KIRI_TELEGRAM_API", "http://[::1"), ("KIRI_TELEGRAM_CHAT_ID", "9" * 5000),
+                           ("KIRI_TELEGRAM_CHAT_ID", "9223372036854775808"), ("KIRI_TELEGRAM_CHAT_ID", "kiri alerts")):
+            with self.subTest(key=key, value=value[:30]):
+                env = dict({"KIRI_TELEGRAM_TOKEN": TOKEN, "KIRI_TELEGRAM_CHAT_ID": "42"}, **{key: value})
+                with self.assertRaises(KiriError) as caught:
+                    from_settings(load_settings(home=self.home, env=env))
+                self.assertEqual(len(str(caught.exception).splitlines()), 1)
+                self.assertNotIn("SECRET", str(caught.exception))
+        bot = from_settings(load_settings(home=self.home, env={
+            "KIRI_TELEGRAM_TOKEN": TOKEN, "KIRI_TELEGRAM_CHAT_ID": "-9223372036854775807"}))
+        self.assertEqual(bot.chat_id, -(2 ** 63 - 1))
 
     def test_a_config_file_with_the_token_must_be_private(self):
         path = self.home / "config.ini"

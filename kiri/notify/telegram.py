@@ -5,7 +5,8 @@
     sink.answers(store)                # button presses since the last call, stored as feedback
 
 This module is the Bot API's transport only: what an alert says is kiri.alerts, how it
-is retried across restarts is kiri.outbox.
+is retried across restarts is kiri.outbox. Every answer is read within the call's timeout
+and up to BODY_MAX bytes, and whatever fails on the way is a TelegramError (a SinkError).
 
 The bot's token is a password: it is part of every request URL, and urllib puts the
 URL into its errors. No exception, repr or log line made here contains it.
@@ -16,12 +17,14 @@ import http.client
 import json
 import logging
 import re
+import sqlite3
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from ..errors import KiriError
-from ..ground import connection_problem
+from ..ground import connection_problem, http_url_problem, one_line, read_capped
 from ..outbox import RefusedError, Sink, SinkError
 from ..store import VERDICTS
 
@@ -32,6 +35,11 @@ OFFSET_KEY = "telegram.offset"          # store kv: the next update_id getUpdate
 CALLBACK_DATA_MAX = 64                  # bytes, UTF-8 (Bot API: callback_data is 1-64 bytes)
 TEXT_MAX = 4096                         # sendMessage / editMessageText text limit
 CALLBACK = re.compile(r"fb:([0-9]{1,19}):(approve|dismiss)\Z")
+ID_MAX = 2 ** 63 - 1                    # the largest id SQLite (and Telegram's int64) can hold
+# One update carries one message (4096 characters, its buttons and entities: under 100 KB),
+# so a getUpdates answer of UPDATES_LIMIT of them stays well below BODY_MAX.
+UPDATES_LIMIT = 25
+BODY_MAX = 4 * 2 ** 20                  # bytes of one Bot API answer; more is refused, not read
 # HTTP statuses worth retrying soon: flood control, request timeout, another poller (409).
 TRANSIENT_STATUSES = (408, 409, 429)
 
@@ -65,17 +73,15 @@ class TelegramBot(Sink):
     def __init__(self, token, chat_id, api=DEFAULT_API, timeout=10, opener=None):
         if not token or not isinstance(token, str) or any(c.isspace() or c == "/" for c in token):
             raise KiriError("telegram: the bot token must be one word like 123456:ABC-DEF...")
-        parts = urllib.parse.urlsplit(api)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise KiriError("telegram: the API address must start with https:// (or http://) and name a host")
-        if "@" in parts.netloc:
-            raise KiriError("telegram: the API address must not hold a user or password")
+        problem = http_url_problem(api) if isinstance(api, str) else "must be text"
+        if problem:
+            raise KiriError("telegram: the API address (telegram_api) " + problem)
         self._token = token
         self.chat_id = chat_id
         self.api = api.rstrip("/")
         self.timeout = timeout
         self.opener = opener if opener is not None else urllib.request.build_opener()
-        self._host = parts.netloc
+        self._host = urllib.parse.urlsplit(api).netloc
 
     def send(self, alert):
         return self.send_alert(alert.message, alert.id)
@@ -86,18 +92,20 @@ class TelegramBot(Sink):
     def __repr__(self):
         return "TelegramBot(api=%r, chat_id=%r, token=<hidden>)" % (self.api, self.chat_id)
 
-    def _scrub(self, text):
-        """text with every spelling of the token replaced by <token>."""
+    def _words(self, text):
+        """text as one short line with every spelling of the token replaced by <token>
+        (replaced first: a cut must not leave part of the token behind)."""
         text = str(text)
         for spelling in {self._token, urllib.parse.quote(self._token, safe=""), urllib.parse.quote(self._token)}:
             text = text.replace(spelling, "<token>")
-        return text
+        return one_line(text)
 
     def call(self, method, **params):
         """POST params as JSON to {api}/bot<token>/{method}; return the result, or raise a TelegramError."""
         # A getUpdates `timeout` (long polling) is added, so its wait is not taken for a dead connection.
         wait = params.get("timeout")
         socket_timeout = self.timeout + (wait if isinstance(wait, (int, float)) and wait > 0 else 0)
+        deadline = time.monotonic() + socket_timeout   # for the whole call, however slowly the answer comes
         url = "%s/bot%s/%s" % (self.api, urllib.parse.quote(self._token, safe=":"), method)
         data = json.dumps(params, ensure_ascii=False).encode("utf-8")
         request = urllib.request.Request(url, data=data, method="POST", headers={
@@ -108,21 +116,22 @@ class TelegramBot(Sink):
         try:
             with self.opener.open(request, timeout=socket_timeout) as response:
                 status = response.status
-                body = response.read()
+                body = read_capped(response, BODY_MAX, deadline)
         except urllib.error.HTTPError as error:
             with error:  # it holds the open connection
                 status = error.code
                 header_retry = error.headers.get("Retry-After") if error.headers else None
                 with contextlib.suppress(OSError, http.client.HTTPException):
-                    body = error.read()
+                    body = read_capped(error, BODY_MAX, deadline)
         except (OSError, http.client.HTTPException) as error:
-            # No connection (a URLError, with the cause in .reason), or a timeout or reset while reading.
+            # No connection (a URLError, with the cause in .reason), a timeout or reset while
+            # reading, the deadline passed or the answer over BODY_MAX (read_capped).
             reason = error.reason if isinstance(error, urllib.error.URLError) else error
-            words = self._scrub(connection_problem(reason, self._host, socket_timeout))
+            words = self._words(connection_problem(reason, self._host, socket_timeout))
             problem = TransientError("telegram: %s: %s" % (method, words), method=method)
         except ValueError as error:
             # A URL urllib cannot use; its message may quote the URL.
-            problem = PermanentError("telegram: %s: cannot make the request: %s" % (method, self._scrub(error)),
+            problem = PermanentError("telegram: %s: cannot make the request: %s" % (method, self._words(error)),
                                      method=method)
         if problem is not None:
             raise problem
@@ -131,7 +140,7 @@ class TelegramBot(Sink):
     def _result(self, method, status, body, header_retry):
         try:
             envelope = json.loads(body.decode("utf-8"))
-        except ValueError:  # includes UnicodeDecodeError and json.JSONDecodeError
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep to parse
             envelope = None
         if not isinstance(envelope, dict) or "ok" not in envelope:
             if status is not None and status < 400:
@@ -144,9 +153,9 @@ class TelegramBot(Sink):
             return envelope["result"]
 
         code = envelope.get("error_code")
-        if isinstance(code, bool) or not isinstance(code, int):
+        if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 999:   # an HTTP status
             code = status if status is not None and status >= 400 else None
-        description = self._scrub(envelope.get("description") or "no description")
+        description = self._words(envelope.get("description") or "no description")
         parameters = envelope.get("parameters") if isinstance(envelope.get("parameters"), dict) else {}
         retry_after = _retry_after(parameters.get("retry_after"), description, header_retry) if code == 429 else None
         message = "telegram: %s: %s %s" % (method, "HTTP %s:" % code if code else "error:", description)
@@ -162,8 +171,8 @@ class TelegramBot(Sink):
                        for verdict in ("approve", "dismiss")]
             params["reply_markup"] = {"inline_keyboard": [buttons]}
         message = self.call("sendMessage", **params)
-        message_id = message.get("message_id") if isinstance(message, dict) else None
-        if isinstance(message_id, bool) or not isinstance(message_id, int):
+        message_id = _id(message.get("message_id")) if isinstance(message, dict) else None
+        if message_id is None:
             raise TransientError("telegram: sendMessage: answer without a message_id", method="sendMessage")
         return message_id
 
@@ -190,7 +199,7 @@ class TelegramBot(Sink):
             if not unchanged:
                 log.warning("could not mark message %s answered: %s", message_id, error)
 
-    def get_updates(self, offset=None, timeout=0, limit=100):
+    def get_updates(self, offset=None, timeout=0, limit=UPDATES_LIMIT):
         """Updates (button presses only) from offset on; timeout > 0 long-polls that many seconds."""
         params = {"timeout": timeout, "limit": limit, "allowed_updates": ["callback_query"]}
         if offset is not None:
@@ -243,9 +252,17 @@ def callback_data(alert_id, verdict):
 
 
 def parse_callback_data(data):
-    """(alert_id, verdict) from 'fb:<id>:approve|dismiss', else None."""
+    """(alert_id, verdict) from 'fb:<id>:approve|dismiss' with an id of 1..ID_MAX, else None."""
     match = CALLBACK.match(data) if isinstance(data, str) else None
-    return (int(match.group(1)), match.group(2)) if match else None
+    alert_id = _id(int(match.group(1))) if match else None   # 19 digits may be more than SQLite holds
+    return (alert_id, match.group(2)) if alert_id is not None else None
+
+
+def _id(value, low=1, high=ID_MAX):
+    """value if it is a whole number from low to high (an id that came from Telegram), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
 
 
 def from_settings(settings):
@@ -254,25 +271,40 @@ def from_settings(settings):
     chat = settings.get("telegram_chat_id").strip()
     if not token or not chat:
         return None
-    chat_id = int(chat) if re.match(r"-?[0-9]+\Z", chat) else chat  # else @channelusername
+    if re.match(r"-?[0-9]{1,19}\Z", chat) and abs(int(chat)) <= ID_MAX:
+        chat_id = int(chat)
+    elif re.match(r"@\w+\Z", chat):
+        chat_id = chat   # a channel's @username
+    else:
+        raise KiriError("telegram: telegram_chat_id must be a number (a group's is negative) or @channelname")
     return TelegramBot(token, chat_id, api=settings.get("telegram_api").strip() or DEFAULT_API)
 
 
 def poll(store, bot, timeout=0, sink="telegram"):
     """Read button presses since the saved offset into feedback; return [(alert_id, verdict, replaced)].
 
-    Presses from another chat, unknown button data and unknown alerts are logged and skipped:
-    nothing in an update can make this raise, only a failing getUpdates (TelegramError). The
-    offset is saved after each update, so none is processed twice. timeout > 0 long-polls.
+    Presses from another chat, unknown button data and unknown alerts are logged and skipped,
+    and so is an update that cannot be handled for any other reason: one update never holds
+    back the ones after it. Only a failing getUpdates (TelegramError) or a failing store
+    raises. The offset is saved after each update, so none is processed twice. timeout > 0
+    long-polls.
     """
-    offset = store.get_kv(OFFSET_KEY)
+    offset = _id(store.get_kv(OFFSET_KEY))   # a damaged offset: start from what Telegram still holds
     answers = []
     for update in bot.get_updates(offset, timeout):
-        update_id = update.get("update_id") if isinstance(update, dict) else None
-        if isinstance(update_id, bool) or not isinstance(update_id, int):
-            log.warning("ignored an update without an update_id")
+        # Its offset (update_id + 1) must fit where it is kept.
+        update_id = _id(update.get("update_id") if isinstance(update, dict) else None, 0, ID_MAX - 1)
+        if update_id is None:
+            log.warning("ignored an update without a valid update_id")
             continue
-        answer = _handle(store, bot, update, sink)
+        try:
+            answer = _handle(store, bot, update, sink)
+        except sqlite3.OperationalError:
+            raise   # the store failed (full, locked, read-only), not the update: it is read again next time
+        except Exception as error:   # checked as it is, an update may still surprise: skip it, not the rest
+            log.warning("skipped update %s, which could not be handled: %s",
+                        update_id, one_line("%s: %s" % (type(error).__name__, error)))
+            answer = None
         if answer is not None:
             answers.append(answer)
         if offset is None or update_id + 1 > offset:
@@ -291,12 +323,12 @@ def _handle(store, bot, update, sink):
     chat = message.get("chat") if isinstance(message.get("chat"), dict) else {}
     # Only the configured chat may answer: the buttons were sent there, and nobody else.
     if not _same_chat(chat, bot.chat_id):
-        log.warning("ignored a button press from chat %r (not the configured chat)", chat.get("id"))
+        log.warning("ignored a button press from chat %s (not the configured chat)", one_line(repr(chat.get("id")), 40))
         return None
-    message_id = message.get("message_id")
+    message_id = _id(message.get("message_id"))
     answer, toast = _record(store, query.get("data"), message_id, sink)
     bot.answer_callback(query.get("id"), toast)
-    if answer is not None and isinstance(message_id, int) and not isinstance(message_id, bool):
+    if answer is not None and message_id is not None:
         alert_id, verdict, _ = answer
         text = message.get("text")
         if not isinstance(text, str) or not text:  # an old message: the stored alert's words instead
