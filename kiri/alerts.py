@@ -101,6 +101,63 @@ def same_situation(earlier, new):
     return True
 
 
+def covering(active, situation):
+    """The alerts among `active` (rows, newest first) whose situations together cover a new
+    one: each of its atoms' parts is the same situation as that atom's part of one of
+    them (same_situation, atom by atom). [] when some part is news.
+
+    Atom by atom, because atoms cross their lines independently: a load storm that goes
+    on while task flow is flagged too is still the load storm, and the task flow may
+    already have its own alert.
+    """
+    found = []
+    for atom, part in _situation_tokens(situation).items():
+        one = f"{atom}:{'+'.join(sorted(part))}" if part else atom
+        match = next((a for a in active if any(same_situation(p, one) for p in _parts(a["situation"]))), None)
+        if match is None:
+            return []
+        if match not in found:
+            found.append(match)
+    return found
+
+
+def _parts(situation):
+    """'pulse:C>+M>,rhythm' → ['pulse:C>+M>', 'rhythm']."""
+    return situation.split(",")
+
+
+def like_dismissed(dismissed, flagged):
+    """Whether what is flagged now (Scores) is like an alert the owner dismissed (an alert
+    row or to_json()): the same situation, and each surprising token no further from what
+    was expected than a token of the dismissed alert in the same field, the same way.
+    Nerve may stay quiet only about that.
+
+    The situation alone is too coarse to silence by: the nightly backup's CPU at 70 %
+    and a runaway's 97 % are both "CPU above what was expected", and dismissing the
+    first must not hide the second. Equal tokens would be too fine: a noisy field moves
+    a bucket or two from one dismissed alert to the next.
+    """
+    if not same_situation(dismissed["situation"], situation_of(flagged)):
+        return False
+    reach = {}   # (atom, field, direction) -> the furthest the dismissed alert went
+    for s in Alert.from_json(dismissed).scores:
+        for t in s.surprising():
+            key = (s.atom, _field_direction(t))
+            reach[key] = max(reach.get(key, -1), _distance(t))
+    return all(_distance(t) <= reach.get((s.atom, _field_direction(t)), -1)
+               for s in flagged for t in s.surprising())
+
+
+def _distance(token):
+    """How many buckets a token is from the expected one (inf beyond the learned range; 0
+    for a label, whose field and direction say everything)."""
+    field = token.get("field") or str(token.get("token", "?"))[:1]
+    came, expected = _bucket(token.get("token"), field), _bucket(token.get("expected"), field)
+    if came is None or expected is None:
+        return 0
+    return abs(came - expected)
+
+
 def _situation_tokens(situation):
     """'pulse:C9+M9,rhythm' → {'pulse': {'C9', 'M9'}, 'rhythm': set()}."""
     atoms = {}

@@ -22,13 +22,14 @@ import logging
 import logging.handlers
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 from . import lifecycle, outbox
-from .alerts import format_alert, same_situation, situation_of
+from .alerts import covering, format_alert, like_dismissed, situation_of
 from .atoms import nerve, verbs
 from .atoms.atom import Atom
 from .atoms.score import Score
@@ -49,11 +50,20 @@ PRUNE_EVERY = 3600               # seconds between prunes: old rows are not urge
 PRUNE_BATCHES = 20               # short delete transactions per cycle at most (Store.prune)
 
 
+class PrivateLog(logging.handlers.RotatingFileHandler):
+    """A rotating log only its owner can read: it holds the history of the machine."""
+
+    def _open(self):
+        if os.path.exists(self.baseFilename):
+            os.chmod(self.baseFilename, 0o600)   # one written by an older KIRI
+        return open(self.baseFilename, self.mode, encoding=self.encoding,
+                    opener=lambda path, flags: os.open(path, flags, 0o600))
+
+
 def setup_logging(settings, level=logging.INFO):
-    """KIRI_HOME/kiri.log, rotated at 1 MB, three old files kept."""
-    settings.home.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(settings.log_path, maxBytes=1_000_000, backupCount=3,
-                                                   encoding="utf-8")
+    """KIRI_HOME/kiri.log (0600), rotated at 1 MB, three old files kept."""
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handler = PrivateLog(settings.log_path, maxBytes=1_000_000, backupCount=3, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("kiri")
     root.handlers = [h for h in root.handlers if not isinstance(h, logging.handlers.RotatingFileHandler)]
@@ -103,6 +113,10 @@ def _reopen_if_writing_to(fd, old, path):
     os.close(new)
 
 
+AFTER_STEPS = {"score_leftovers": "score the readings a stop left unscored", "deliver_and_poll": "deliver alerts",
+               "housekeeping": "do housekeeping", "prune_old": "prune old history"}
+
+
 @dataclass
 class CycleResult:
     ts: float
@@ -126,6 +140,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.mode, self.started = mode, clock()
         self._atoms = {}  # name -> (weights file stamp, Atom): a file is parsed again only when it changes
+        self._leftovers_checked = False
 
     # --- one cycle -------------------------------------------------------------------
 
@@ -137,6 +152,9 @@ class Daemon:
         now = self.clock()
         result = CycleResult(ts=now)
         inject = inject or {}
+        if not self._leftovers_checked:
+            self._leftovers_checked = True
+            self._guarded(self.score_leftovers, now, result)
         pipes = {name: Pipe(name, [("collect", self._collector(name, now, inject.get(name), result, collect_all)),
                                    ("score", self._scorer(name, result))], on_error=self._log_error)
                  for name in self.modules}
@@ -147,15 +165,23 @@ class Daemon:
         for step in (self.deliver_and_poll, self.housekeeping, self.prune_old):
             if self.stop_event.is_set():
                 break
-            try:
-                step(now, result)
-            except Exception as e:  # housekeeping must never take the loop down
-                result.errors.append(("housekeeping", step.__name__, str(e)))
-                log.exception("%s failed", step.__name__)
+            self._guarded(step, now, result)
         self.store.set_kv(HEARTBEAT_KEY, {"ts": self.clock(), "pid": os.getpid(), "mode": self.mode,
                                           "started": self.started})
         self.store.set_kv(LAST_CYCLE_KEY, summary(result))
         return result
+
+    def _guarded(self, step, now, result):
+        """Run one of the cycle's after-steps; whatever fails, the loop goes on."""
+        what = AFTER_STEPS.get(step.__name__, step.__name__)
+        try:
+            step(now, result)
+        except (KiriError, OSError, sqlite3.Error) as e:   # the disk, the database, the network: one line
+            result.errors.append(("housekeeping", what, str(e)))
+            log.warning("could not %s: %s", what, e)
+        except Exception as e:  # a bug: its traceback is worth the lines
+            result.errors.append(("housekeeping", what, str(e)))
+            log.exception("could not %s", what)
 
     def _log_error(self, pipe, stage, error, tb):
         if isinstance(error, KiriError):
@@ -199,17 +225,35 @@ class Daemon:
         def score(obs):
             if obs is None:
                 return None
-            atom = self.atom(name)
-            if not atom.trained:
+            if not self.atom(name).trained:
                 result.absent[name] = "no weights yet"
                 return None
-            history = self.store.observations(name, until=obs["ts"] + 1e-6, limit=module.SPEC.context + 1)
-            s = atom.score(obs["values"], atom.context_of(history, len(history) - 1))
-            verbs.add_likelihood(s, self.settings, self.store, obs["id"])
-            verbs.record_score(self.store, s, obs["id"], ts=obs["ts"])
+            s = self.score_reading(name, obs)
             result.scores.append(s)
             return s
         return score
+
+    def score_reading(self, name, obs):
+        """Score a stored reading after the ones before it, and store the score."""
+        atom = self.atom(name)
+        history = self.store.observations(name, until=obs["ts"] + 1e-6, limit=self.modules[name].SPEC.context + 1)
+        s = atom.score(obs["values"], atom.context_of(history, len(history) - 1), ts=obs["ts"])
+        verbs.add_likelihood(s, self.settings, self.store, obs["id"])
+        verbs.record_score(self.store, s, obs["id"], ts=obs["ts"])
+        return s
+
+    def score_leftovers(self, now, result):
+        """At the first cycle: each trained atom's latest reading, if a kill came between
+        storing and scoring it, is scored now — else it would stay unscored for good (and
+        missing from the likelihood's window)."""
+        for name in self.modules:
+            latest = self.store.latest_observation(name, real_only=True)
+            if latest is None or not self.atom(name).trained:
+                continue
+            scored = self.store.latest_scores(name, limit=1)
+            if not scored or scored[0]["observation_id"] != latest["id"]:
+                self.score_reading(name, latest)
+                log.info("%s: scored reading %s, which a stop had left unscored", name, latest["id"])
 
     def recent_scores(self, now, fresh):
         """Each atom's latest score if it is recent (within two of its intervals), else absent."""
@@ -271,9 +315,9 @@ class Daemon:
             state[key] = min([state[key]] + recent)
 
     def dismissed_before(self, result, state):
-        """Whether an alert in the situation flagged now was dismissed before (within retention)."""
-        situation = situation_of(self.flagged(result, state))
-        return any(same_situation(a["situation"], situation) for a in self.store.alerts(state="dismissed", limit=500))
+        """Whether an alert like what is flagged now was dismissed before (within retention)."""
+        flagged = self.flagged(result, state)
+        return any(like_dismissed(a, flagged) for a in self.store.alerts(state="dismissed", limit=500))
 
     @staticmethod
     def flagged(result, state):
@@ -293,16 +337,17 @@ class Daemon:
             log.info("suppressed (Nerve has learned you do not want this one): %s", situation)
             return None
         cooldown = self.settings.number("alert_cooldown")
-        earlier = next((a for a in self.store.alerts(active_since=now - cooldown, limit=None)
-                        if same_situation(a["situation"], situation)), None)
-        if earlier is not None:
+        covered = covering(self.store.alerts(active_since=now - cooldown, limit=None), situation)
+        if covered:
             # Merged while it goes on: the cooldown runs from its last repeat, so an
             # incident that lasts all day is one alert, not one an hour. Not once you have
             # dismissed it: what comes back after its cooldown is judged afresh (a CPU
             # runaway can follow the nightly backup you dismissed an hour before).
-            if earlier["state"] != "dismissed":
-                self.store.alert_seen(earlier["id"], now)
-            log.info("repeat of alert %s within the cooldown: %s", earlier["id"], situation)
+            for alert in covered:
+                if alert["state"] != "dismissed":
+                    self.store.alert_seen(alert["id"], now)
+            earlier = covered[0]
+            log.info("repeat of alert %s within the cooldown: %s", ", ".join(str(a["id"]) for a in covered), situation)
             result.alert = {"id": earlier["id"], "merged_into": earlier["id"], "message": earlier["message"]}
             return result.alert
         labels = {name: m.SPEC.labels for name, m in self.modules.items()}
@@ -331,7 +376,8 @@ class Daemon:
                              " (replaced)" if replaced else "")
             except KiriError as e:
                 result.errors.append((sink.name, "deliver", str(e)))
-                log.warning("%s: %s", sink.name, e)
+                # A sink's errors name it already ("telegram: getUpdates: …").
+                log.warning("%s", e if str(e).startswith(sink.name) else f"{sink.name}: {e}")
 
     def housekeeping(self, now, result):
         """Nerve learns from new answers; each atom moves along its lifecycle (lifecycle.py):

@@ -18,7 +18,9 @@ from .config import load_settings
 from .errors import KiriError
 from .store import open_store
 
-SHOWCASE = ("C5 M5 D4 S1 L1 N1", "C9 M9 D4 S4 L4 N1")
+# The seed's two showcase readings, at the hours that make them what they are: a working
+# afternoon (H7: 14–16 h, W1: Tuesday) and the same Tuesday's 2–4 a.m.
+SHOWCASE = ("H7 W1 C5 M5 D4 S1 L1 N1", "H1 W1 C9 M9 D4 S4 L4 N1")
 INJECTED = "C=95 M=90 D=40 S=80 L=18 N=1"
 WEEK_OF_READINGS = 7 * 24 * 12  # one every 5 minutes
 

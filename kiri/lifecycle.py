@@ -97,11 +97,11 @@ def retrain(module, settings, store, days, now):
 
 
 def newest_held_out(module, store, days, now):
-    """(values, context) of the newest real readings a retrain held out, at most GATE_READINGS."""
+    """(values, context, ts) of the newest real readings a retrain held out, at most GATE_READINGS."""
     history = verbs.history_for(module, store, real_only=True, days=days, now=now)
     held = held_out_indices(history, HOLDOUT_FRACTION)[-GATE_READINGS:]
     reader = Atom(module.SPEC)
-    return [(history[i]["values"], reader.context_of(history, i)) for i in held]
+    return [(history[i]["values"], reader.context_of(history, i), history[i]["ts"]) for i in held]
 
 
 def judge(atom, readings):
@@ -109,9 +109,9 @@ def judge(atom, readings):
     if not atom.trained:
         return math.inf, 0
     scores = []
-    for values, context in readings:
+    for values, context, ts in readings:
         try:
-            scores.append(atom.score(values, context).score)
+            scores.append(atom.score(values, context, ts).score)
         except ValueError:   # a reading the model's language cannot read: not this gate's business
             continue
     if not scores:

@@ -326,7 +326,7 @@ class Score(AtomCommandLine):
             "C12 M9 D4 S4 L4 N1": "C12",
             "X1 M9 D4 S4 L4 N1": "X1",
             "M9 C9 D4 S4 L4 N1": "M9",
-            "C9 M9 D4": "expected 6 tokens",
+            "C9 M9 D4": "expected 8 tokens",
             "C=95 M9 D4 S4 L4 N1": "mix of values and tokens",
             "C=1 C=2 M=90 D=40 S=80 L=18 N=1": "field C given twice",
         }

@@ -31,7 +31,7 @@ class DemoCommandLine(CommandLineAssertions, unittest.TestCase):
         self.assertIn(f"demo home: {home}", out)
         for step in range(1, 7):
             self.assertRegex(out, rf"(?m)^{step}\. ")
-        ratio = re.search(r"'C9 M9 D4 S4 L4 N1' is (\d+\.\d)x as surprising as 'C5 M5 D4 S1 L1 N1'", out)
+        ratio = re.search(r"'H1 W1 C9 M9 D4 S4 L4 N1' is (\d+\.\d)x as surprising as 'H7 W1 C5 M5 D4 S1 L1 N1'", out)
         self.assertIsNotNone(ratio, out)
         self.assertGreater(float(ratio.group(1)), 1.0)
         self.assertRegex(out, r"(?m)^nerve: alert \(p 1\.00, inject\)$")

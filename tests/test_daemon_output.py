@@ -88,3 +88,27 @@ class CronRunRotates(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PrivateLogTest(unittest.TestCase):
+    """kiri.log holds the machine's history: 0600 when created, rotated or left by an older KIRI."""
+
+    def test_the_log_and_its_rotations_are_private(self):
+        import logging
+        from kiri.config import load_settings
+        from kiri.daemon import setup_logging
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = load_settings(home=Path(tmp) / "home", env={})
+            settings.home.mkdir()
+            settings.log_path.write_text("older\n")
+            os.chmod(settings.log_path, 0o644)
+            handler = setup_logging(settings)
+            try:
+                self.assertEqual(settings.log_path.stat().st_mode & 0o777, 0o600)
+                handler.doRollover()
+                logging.getLogger("kiri").info("after the rollover")
+                for path in (settings.log_path, settings.log_path.with_name("kiri.log.1")):
+                    self.assertEqual(path.stat().st_mode & 0o777, 0o600, path)
+            finally:
+                logging.getLogger("kiri").removeHandler(handler)
+                handler.close()

@@ -30,7 +30,7 @@ from kiri.atoms import nerve
 from kiri.compose import Molecule, Pipe
 from kiri.config import load_settings
 from kiri.core.weights import previous_path
-from kiri.alerts import same_situation, situation_of
+from kiri.alerts import covering, like_dismissed, same_situation, situation_of
 from kiri.atoms.score import Score
 from kiri.daemon import NERVE_TRAINED_KEY, Daemon, run_meta
 from kiri.errors import KiriError
@@ -53,7 +53,7 @@ NORMALS = [dict(C=52, M=55, D=44, S=30, L=5.2, N=1), dict(C=48, M=54, D=45, S=28
 HARMLESS = dict(C=75, M=60, D=44, S=30, L=6, N=1)       # a bit over the threshold; the user does not care
 ANOMALIES = [dict(C=85, M=80, D=50, S=60, L=12, N=1),   # far over the threshold; the user cares
              dict(C=92, M=88, D=46, S=85, L=17, N=1),
-             dict(C=30, M=97, D=44, S=95, L=3, N=1)]
+             dict(C=35, M=98, D=60, S=95, L=3, N=1)]
 BIG = dict(C=95, M=95, D=44, S=90, L=18, N=1)           # a different anomaly, never seen before
 # Rhythm and Drift have no weights in these tests; injecting them keeps the OS out.
 RHYTHM = dict(H=14, W=2, I=0, A=100, F=30, G=0)
@@ -435,9 +435,13 @@ class LoopLearnsTest(LearningCase):
         d = self.daemon(settings, store)
         # The patterns sit where the test needs them relative to the model's threshold.
         atom = verbs.load_atom(verbs.atom_module("pulse"), settings)
-        self.assertTrue(1.0 < atom.score(HARMLESS).ratio < 2.5, atom.score(HARMLESS).ratio)
-        self.assertTrue(all(atom.score(v).ratio < 1.0 for v in NORMALS))
-        self.assertTrue(all(atom.score(v).ratio >= 2.5 for v in ANOMALIES + [BIG]))
+        at = local(FIRST_MONDAY, 14)   # the loop's readings come on weekday afternoons
+
+        def ratio(values):
+            return atom.score(values, ts=at).ratio
+        self.assertTrue(1.0 < ratio(HARMLESS) < 2.5, ratio(HARMLESS))
+        self.assertTrue(all(ratio(v) < 1.0 for v in NORMALS))
+        self.assertTrue(all(ratio(v) >= 2.5 for v in ANOMALIES + [BIG]), [ratio(v) for v in ANOMALIES + [BIG]])
 
         answered = []
 
@@ -849,6 +853,52 @@ class SituationTest(unittest.TestCase):
         # window still held it, and 'pulse' (no surprising token) made a second alert.
         self.assertTrue(same_situation("pulse:C9+M9", "pulse"))
         self.assertFalse(same_situation("pulse:C9+M9", "pulse,rhythm"), "another atom joined in")
+
+
+class DismissedTest(unittest.TestCase):
+    """Nerve may keep quiet only about what is like an alert the owner dismissed."""
+
+    def dismissed(self, *scores):
+        return {"situation": situation_of(list(scores)), "details": {"scores": [x.to_json() for x in scores]}}
+
+    def test_the_same_field_as_far_off_or_less_is_like_it(self):
+        backup = self.dismissed(scored("pulse", C7=5.0))     # C7 where C4 was expected
+        self.assertTrue(like_dismissed(backup, [scored("pulse", C7=4.0)]))
+        self.assertTrue(like_dismissed(backup, [scored("pulse", C6=3.0)]))
+
+    def test_the_same_field_further_off_or_something_more_is_not(self):
+        backup = self.dismissed(scored("pulse", C7=5.0))
+        self.assertFalse(like_dismissed(backup, [scored("pulse", C9=9.0)]), "a runaway is not the backup")
+        self.assertFalse(like_dismissed(backup, [scored("pulse", C7=5.0, L9=6.0)]), "something more came")
+        self.assertFalse(like_dismissed(backup, [scored("pulse", C1=5.0)]), "the other way")
+        self.assertFalse(like_dismissed(backup, [scored("rhythm", A9=5.0)]))
+
+
+class CoveringTest(unittest.TestCase):
+    """A new situation is a repeat when every atom's part of it already has a running alert."""
+
+    ACTIVE = [{"id": 2, "situation": "drift:A>+S>"}, {"id": 1, "situation": "pulse:L>"}]
+
+    def test_parts_covered_by_different_alerts_are_a_repeat(self):
+        self.assertEqual([a["id"] for a in covering(self.ACTIVE, "drift:A>+S>,pulse:L>")], [2, 1])
+        self.assertEqual([a["id"] for a in covering(self.ACTIVE, "pulse")], [1], "the likelihood's aftershock")
+
+    def test_a_part_no_alert_covers_is_news(self):
+        self.assertEqual(covering(self.ACTIVE, "pulse:L>,rhythm:F>"), [])
+        self.assertEqual(covering(self.ACTIVE, "pulse:C>+M>"), [])
+
+
+class LeftoverTest(HomeCase):
+    def test_a_reading_a_stop_left_unscored_is_scored_at_the_next_start(self):
+        settings = self.settings()
+        self.install_pulse(settings)
+        store = self.store()
+        start = local(FIRST_MONDAY, 14)
+        obs_id = store.add_observation("pulse", NORMALS[0], ts=start)   # stored, then the process died
+        self.now = start + 60
+        self.daemon(settings, store).cycle(inject={"rhythm": RHYTHM, "drift": DRIFT})
+        self.assertEqual([r["observation_id"] for r in store.latest_scores("pulse")][-1:], [obs_id])
+        self.assertTrue(any("a stop had left unscored" in line for line in self.log.lines), self.log.lines)
 
 
 class CooldownTest(HomeCase):

@@ -3,19 +3,22 @@
 import math
 import unittest
 
-from kiri.atoms.pulse.schema import SPEC as PULSE
 from kiri.core.language import BOS_TOKEN, StateLanguage, language_from_dict
-from kiri.core.model import param_count
+from kiri.core.model import PULSE_CONFIG, param_count
+
+# The seed's Pulse schema: CPU, memory, disk, swap, load, network (the atom adds its clock).
+SEED = {"C": (0, 100, 10), "M": (0, 100, 10), "D": (0, 100, 10), "S": (0, 100, 5), "L": (0, 20, 5), "N": (0, 1, 2)}
 
 
-class PulseLanguage(unittest.TestCase):
+class SeedLanguage(unittest.TestCase):
     def setUp(self):
-        self.lang = PULSE.language()
+        self.lang = StateLanguage("pulse", SEED)
 
     def test_seed_schema_gives_43_tokens_and_27840_parameters(self):
         self.assertEqual(self.lang.vocab_size, 43)
         self.assertEqual(self.lang.token_name(self.lang.bos), BOS_TOKEN)
-        self.assertEqual(param_count(PULSE.config(self.lang.vocab_size)), 27840)
+        self.assertEqual(PULSE_CONFIG.vocab_size, 43)
+        self.assertEqual(param_count(PULSE_CONFIG), 27840)
 
     def test_encode_in_schema_order(self):
         ids = self.lang.encode({"N": 1, "L": 5.5, "S": 30, "D": 44, "M": 55, "C": 52})
@@ -68,6 +71,26 @@ class PulseLanguage(unittest.TestCase):
         back = language_from_dict(self.lang.to_dict())
         self.assertEqual(back.tokens, self.lang.tokens)
         self.assertEqual(back.schema, self.lang.schema)
+
+    def test_a_saved_language_of_any_wrong_shape_is_a_value_error(self):
+        # What a weights file holds, anyone can edit: never a KeyError, TypeError or a hang.
+        saved = self.lang.to_dict()
+        first = saved["schema"][0]
+        for what, d in (("not a dict", ["state"]), ("no kind", {}), ("unknown kind", dict(saved, kind="words")),
+                        ("no name", {k: v for k, v in saved.items() if k != "name"}), ("name a number", dict(saved, name=5)),
+                        ("schema text", dict(saved, schema="C M")), ("entry text", dict(saved, schema=["C"])),
+                        ("entry unhashable", dict(saved, schema=[[[1], 0, 1, 2]])), ("entry short", dict(saved, schema=[first[:3]])),
+                        ("field twice", dict(saved, schema=[first, first])), ("lo > hi", dict(saved, schema=[["C", 9, 1, 2]])),
+                        ("lo text", dict(saved, schema=[["C", "0", 1, 2]])), ("lo huge", dict(saved, schema=[["C", 10 ** 400, 1, 2]])),
+                        ("buckets text", dict(saved, schema=[["C", 0, 1, "10"]])), ("buckets 0", dict(saved, schema=[["C", 0, 1, 0]])),
+                        ("a billion buckets", dict(saved, schema=[["C", 0, 1, 10 ** 9]])),
+                        ("a fifth part", dict(saved, schema=[["C", 0, 1, 2, "sometimes"]])),
+                        ("edges text", dict(saved, schema=[["C", {"edges": "0 1"}]])),
+                        ("edges unordered", dict(saved, schema=[["C", {"edges": [2, 1]}]])),
+                        ("labels text", dict(saved, schema=[["a", {"labels": "ok"}]])),
+                        ("chars a number", {"kind": "char", "chars": 5})):
+            with self.subTest(what), self.assertRaises(ValueError):
+                language_from_dict(d)
 
     def test_bad_schema(self):
         for schema in ({}, {"C": (5, 5, 10)}, {"C": (0, 1, 0)}, {"C1": (0, 1, 2)}, {"C": (0, 1)}):

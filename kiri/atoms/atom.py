@@ -13,6 +13,7 @@ Scoring builds exactly the same shape and reads the surprise of the last observa
 
 import math
 import random
+import time
 from dataclasses import dataclass, field
 
 from ..core.engines import make_engine
@@ -48,6 +49,18 @@ TRAIN_WINDOW = 10_080
 CALIBRATION_SAMPLE = 1_000
 
 
+CLOCK = ("H", "W")   # the hour of day and the weekday (0 = Monday) a reading was taken at
+
+
+def clock_of(ts):
+    """The clock fields of a reading taken at ts, local time: {"H": 15.5, "W": 1}."""
+    try:
+        t = time.localtime(ts)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"a reading's time {ts!r} is beyond what this system's clock can read") from None
+    return {"H": t.tm_hour + t.tm_min / 60, "W": t.tm_wday}
+
+
 @dataclass(frozen=True)
 class AtomSpec:
     name: str
@@ -60,6 +73,11 @@ class AtomSpec:
     context: int = 1              # previous observations each one is conditioned on
     interval: float = 300.0       # seconds between observations when collected on a schedule
     steps: int = 500              # default training steps
+    # The reading's hour and weekday (CLOCK, first in the schema) are its context: the
+    # model reads them, predicts the rest given them, and they are never judged — a
+    # Tuesday is not an anomaly, CPU at 95 % at 3 a.m. may be. Filled in from each
+    # reading's time where the reading does not carry them itself.
+    clock: bool = False
 
     @property
     def max_gap(self):
@@ -123,7 +141,7 @@ def evenly_spaced(items, k):
     return [items[i * len(items) // k] for i in range(k)]
 
 
-def threshold_floor(language):
+def threshold_floor(judged):
     """The least a threshold can be: the mean surprise of a reading in which one token is
     genuinely unlikely (SURPRISING, p ≈ 0.14) and every other token is exactly as expected.
 
@@ -132,7 +150,7 @@ def threshold_floor(language):
     differs at all is "thousands of times its threshold". Below this, an anomaly would not
     need even one token the model found unlikely.
     """
-    return SURPRISING / len(language.fields)
+    return SURPRISING / judged
 
 
 def threshold_of(scores, real, floor):
@@ -185,6 +203,14 @@ class Atom:
         else:
             self.language = language_from_dict(weights.language)
             self.model = make_engine(engine, weights.config, weights.params)
+        self.given = self.given_fields()
+
+    def given_fields(self):
+        """The fields this atom reads as context and does not judge (AtomSpec.clock). Weights
+        saved before KIRI knew of them judged every field, and do until retrained."""
+        if self.weights is not None:
+            return tuple(self.weights.threshold.get("given", ()))
+        return tuple(f for f in CLOCK if self.spec.clock and f in self.language.fields)
 
     @classmethod
     def load(cls, spec, path, engine="fast"):
@@ -196,6 +222,10 @@ class Atom:
             raise WeightsError(f"{used}: not an atom's weights (language {weights.language.get('kind')!r})")
         note = f"{error}; using {used.name}" if error else None
         return cls(spec, weights, engine, note)
+
+    def with_clock(self, values, ts):
+        """A reading's values with its clock fields, from `ts` where it does not carry them."""
+        return {**clock_of(ts), **values} if self.spec.clock and ts is not None else values
 
     @property
     def trained(self):
@@ -214,7 +244,7 @@ class Atom:
         for j in range(i - 1, max(-1, i - 1 - self.spec.context), -1):
             if ts - history[j]["ts"] > self.spec.max_gap or history[j]["ts"] > ts:
                 break
-            ctx.insert(0, history[j]["values"])
+            ctx.insert(0, self.with_clock(history[j]["values"], history[j]["ts"]))
             ts = history[j]["ts"]
         return ctx
 
@@ -229,7 +259,8 @@ class Atom:
 
     def sequences(self, history):
         """(ids, start) for every observation of a time-ordered history."""
-        return [self.sequence(row["values"], self.context_of(history, i)) for i, row in enumerate(history)]
+        return [self.sequence(self.with_clock(row["values"], row["ts"]), self.context_of(history, i))
+                for i, row in enumerate(history)]
 
     # --- training ----------------------------------------------------------------
 
@@ -248,7 +279,8 @@ class Atom:
                             f"{MIN_OBSERVATIONS} to train (collect more, or add --synthetic history)")
         try:
             language = self.spec.language(history)
-            self.language = language
+            self.language, self.weights = language, None
+            self.given = self.given_fields()
             seqs = self.sequences(history)
         except ValueError as e:
             raise KiriError(f"{self.spec.name}: stored history does not fit the schema: {e}") from None
@@ -262,7 +294,8 @@ class Atom:
         rng = random.Random(seed)
         self.model = make_engine(self.engine_name, config, init_params(config, rng))
         result = train(self.model, [ids for ids, _ in fit], steps, rng, batch=batch, progress=progress, metrics=metrics)
-        calibration = self.calibrate(history, seqs, held_idx, threshold_floor(language))
+        calibration = self.calibrate(history, seqs, held_idx, threshold_floor(len(language.fields) - len(self.given)))
+        calibration["given"] = list(self.given)
         synthetic = sum(1 for row in history if row.get("synthetic"))
         info = {"observations": len(history), "real": len(history) - synthetic, "synthetic": synthetic,
                 "held_out": len(held_idx), "seed": seed, "engine": self.engine_name,
@@ -282,7 +315,7 @@ class Atom:
         sample = evenly_spaced(held_idx, CALIBRATION_SAMPLE)
         if not sample:
             return {}
-        scores = [mean_surprise(self._surprises(*seqs[i])) for i in sample]
+        scores = [mean_surprise(self._read(*seqs[i])[0]) for i in sample]
         calibration = threshold_of(scores, [not history[i].get("synthetic") for i in sample], floor)
         calibration["held_out"] = len(held_idx)
         return calibration
@@ -290,30 +323,60 @@ class Atom:
     # --- scoring -----------------------------------------------------------------
 
     def _surprises(self, ids, start):
+        """The surprise of each judged token of the observation that starts at `start` (its
+        BOS): the given fields (its clock) shape what is expected and are not judged."""
         def same_field(pos):
             return self.language.field_tokens(self.language.field_of(ids[pos]))
-        # Score the observation's field tokens: after its BOS, i.e. from start + 1.
-        return token_surprises(self.model, ids, start=start + 1, allowed=same_field)
+        surprises = token_surprises(self.model, ids, start=start + 1, allowed=same_field)
+        return [s for s in surprises if self.language.field_of(s.token) not in self.given]
 
-    def score(self, values, context=()):
-        """How surprising `values` is after `context` (previous values dicts, oldest first)."""
+    def _read(self, ids, start):
+        """(surprises, read after its context?) of the observation at `start`, read after its
+        context and on its own — whichever surprises more.
+
+        After its context a reading is judged as a change (the machine jumps at 3 a.m.); on
+        its own, as a state. Both are needed: once a runaway or a night of activity has
+        begun, each reading follows the one before it as expected, and only the reading
+        on its own still says that this is no state for 3 a.m. The model learns both
+        shapes (module docstring) and the threshold is calibrated on this same reading.
+        """
+        after = self._surprises(ids, start)
+        if start == 0:
+            return after, False
+        alone = self._surprises(ids[start:], 0)
+        return (after, True) if mean_surprise(after) >= mean_surprise(alone) else (alone, False)
+
+    def score(self, values, context=(), ts=None):
+        """How surprising `values`, read at `ts` (now if None), is after `context` (previous
+        values dicts, oldest first, with their clock fields when the atom has them)."""
         self._require_trained()
+        ts = time.time() if ts is None else ts
+        values = self.with_clock(values, ts)
         context = list(context)[-self.spec.context:] if self.spec.context else []
+        # Context typed without its clock was read an interval apart, up to this reading.
+        context = [self.with_clock(c, ts - (len(context) - i) * self.spec.interval) for i, c in enumerate(context)]
         clamped = self.language.encode_report(values)[1]
         ids, start = self.sequence(values, context)
         return self._score(ids, start, values, clamped, len(context))
 
-    def score_tokens(self, text):
-        """Score an observation typed as tokens, e.g. 'C9 M9 D4 S4 L4 N1' (read on its own)."""
+    def score_tokens(self, text, ts=None):
+        """Score an observation typed as tokens, e.g. 'C9 M9 D4 S4 L4 N1' (read on its own).
+        An atom with a clock reads it at `ts` (now if None) unless the text starts with
+        the clock's tokens: 'H1 W2 C9 M9 D4 S4 L4 N1' is 2–4 a.m. on a Wednesday."""
         self._require_trained()
-        return self._score(self.language.parse_tokens(text), 0, {}, [], 0)
+        words = text.split()
+        if self.given and len(words) == len(self.language.fields) - len(self.given):
+            clock = clock_of(time.time() if ts is None else ts)
+            words = [self.language.token_name(self.language.token_for(f, clock[f])[0]) for f in self.given] + words
+        return self._score(self.language.parse_tokens(" ".join(words)), 0, {}, [], 0)
 
     def _require_trained(self):
         if not self.trained:
             raise KiriError(f"{self.spec.name}: no trained weights yet; run `{command_for(self.spec.name)} train`")
 
     def _score(self, ids, start, values, clamped, context):
-        surprises = self._surprises(ids, start)
+        surprises, after_context = self._read(ids, start)
+        context = context if after_context else 0
         language = self.language
         tokens = [{"token": language.token_name(s.token), "field": language.field_of(s.token),
                    "value": values.get(language.field_of(s.token)), "surprise": s.surprise, "p": s.p,

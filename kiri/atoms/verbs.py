@@ -15,8 +15,9 @@ from types import SimpleNamespace
 
 from ..core.surprise import AnomalyLikelihood
 from ..errors import KiriError
+from ..ground import one_line
 from . import BUILTIN
-from .atom import MIN_OBSERVATIONS, TRAIN_WINDOW, Atom, command_for
+from .atom import CLOCK, MIN_OBSERVATIONS, TRAIN_WINDOW, Atom, command_for
 from .sources import CollectorError
 
 
@@ -98,6 +99,8 @@ def describe_values(spec, values):
     for prefix in spec.schema:
         unit = spec.labels.get(prefix, ("", ""))[1]
         value = values.get(prefix)
+        if value is None:   # a clock field the reading does not carry (its time does)
+            continue
         text = f"{value:.0f}" if unit == "%" else f"{value:g}" if isinstance(value, int) else f"{value:.2f}"
         parts.append(f"{prefix}={text}{unit}")
     return " ".join(parts)
@@ -155,7 +158,8 @@ def train(module, settings, store, steps=None, seed=42, batch=1, warm_start=Fals
 # --- score --------------------------------------------------------------------------
 
 def parse_observation(spec, text):
-    """'C=95 M=90 …' → values dict; 'C9 M9 …' → None (tokens, scored as typed)."""
+    """'C=95 M=90 …' → values dict; 'C9 M9 …' → None (tokens, scored as typed). An atom
+    with a clock reads them now unless the hour and weekday are given too (H=3 W=6)."""
     words = text.split()
     if not words or not all("=" in w for w in words):
         if any("=" in w for w in words):
@@ -171,22 +175,26 @@ def parse_observation(spec, text):
         try:
             values[key] = float(raw)
         except ValueError:
-            raise KiriError(f"{spec.name}: field {key} must be a number, got {raw!r}") from None
+            raise KiriError(f"{spec.name}: field {key} must be a number, got {one_line(repr(raw), 40)}") from None
         if not math.isfinite(values[key]):
-            raise KiriError(f"{spec.name}: field {key} must be a finite number, got {raw!r}")
-    missing = [k for k in spec.schema if k not in values]
+            raise KiriError(f"{spec.name}: field {key} must be a finite number, got {one_line(repr(raw), 40)}")
+    # An atom's clock (its hour and weekday) may be given, else it is now's.
+    missing = [k for k in spec.schema if k not in values and not (spec.clock and k in CLOCK)]
     if missing:
         raise KiriError(f"{spec.name}: field {missing[0]} is missing from {text!r}")
     return values
 
 
-def score(module, settings, store, obs=None, record=True):
+def score(module, settings, store, obs=None, record=True, warn=None):
     """Score `obs` (text: values or tokens, read on its own) or else the latest stored observation.
 
     The latest stored observation is read after the one before it, as in training. The
-    score is recorded in the store unless record=False.
+    score is recorded in the store unless record=False. warn(line) hears when the atom's
+    weights were unusable and it scores with the previous ones.
     """
     atom = load_atom(module, settings)
+    if atom.weights_note and warn:
+        warn(f"{module.SPEC.name}: {atom.weights_note}")
     try:
         if obs is not None:
             values = parse_observation(module.SPEC, obs)
@@ -197,7 +205,7 @@ def score(module, settings, store, obs=None, record=True):
             if not latest:
                 raise KiriError(f"{module.SPEC.name}: no stored observation to score; run `{command_for(module.SPEC.name)} collect`")
             i = len(latest) - 1
-            result = atom.score(latest[i]["values"], atom.context_of(latest, i))
+            result = atom.score(latest[i]["values"], atom.context_of(latest, i), ts=latest[i]["ts"])
             observation_id = latest[i]["id"]
     except ValueError as e:
         raise KiriError(str(e)) from None

@@ -1,22 +1,24 @@
 """Drift: task flow — tasks added, tasks completed and project switches per period.
 
 One observation is `A3 C1 S2`: 3 tasks added, 1 completed, 2 switches between projects
-in one period (an hour by default). Counts come from `kiri drift collect --added …`
+in one period (an hour by default), read at its hour and weekday (`H5 W1 A3 C1 S2`,
+the clock of atoms/atom.py: an idle evening is no anomaly, a burst of work at night is). Counts come from `kiri drift collect --added …`
 or from single events (`kiri task add|done|switch <project>`) summed per period. Each
 period is read after the three before it, so a burst of new work that nothing
 completes stands out against the usual ebb and flow.
 """
 
+import calendar
 import time
 
 from ..atom import AtomSpec
 
 SPEC = AtomSpec(
     name="drift",
-    schema={"A": (0, 10, 10), "C": (0, 10, 10), "S": (0, 10, 10)},
-    labels={"A": ("tasks added", ""), "C": ("tasks completed", ""), "S": ("project switches", "")},
-    n_embd=32, n_layer=2, n_head=4, block_size=16,
-    context=3, interval=3600.0, steps=500,
+    schema={"H": (0, 24, 12), "W": (0, 7, 7), "A": (0, 10, 10), "C": (0, 10, 10), "S": (0, 10, 10)},
+    labels={"H": ("hour", ""), "W": ("weekday", "", dict(enumerate(calendar.day_name))), "A": ("tasks added", ""), "C": ("tasks completed", ""), "S": ("project switches", "")},
+    n_embd=32, n_layer=2, n_head=4, block_size=24,   # four periods of 1 + 5 tokens
+    context=3, interval=3600.0, steps=500, clock=True,
 )
 
 

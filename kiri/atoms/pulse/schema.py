@@ -1,10 +1,13 @@
 """Pulse: infrastructure health — CPU, memory, disk, swap, load, network.
 
 One observation is `C5 M5 D4 S1 L1 N1`: CPU %, memory used %, disk used %, swap used %,
-1-minute load average and network up (1) or down (0). The seed schema gives 43 tokens
-and, with the default model, exactly 27,840 parameters.
+1-minute load average and network up (1) or down (0) — the seed's schema, 43 tokens.
+KIRI reads it at its hour and weekday (`H7 W1 C5 M5 D4 S1 L1 N1`, taken from the
+reading's time, never judged): the nightly backup's CPU is normal at 1 a.m. and the
+same CPU at 3 p.m. on a Sunday is not. 62 tokens; the default model has 29,120 parameters.
 """
 
+import calendar
 import time
 
 from ...errors import KiriError
@@ -12,12 +15,12 @@ from ..atom import AtomSpec
 
 SPEC = AtomSpec(
     name="pulse",
-    schema={"C": (0, 100, 10), "M": (0, 100, 10), "D": (0, 100, 10),
+    schema={"H": (0, 24, 12), "W": (0, 7, 7), "C": (0, 100, 10), "M": (0, 100, 10), "D": (0, 100, 10),
             "S": (0, 100, 5), "L": (0, 20, 5), "N": (0, 1, 2)},
-    labels={"C": ("CPU", "%"), "M": ("memory", "%"), "D": ("disk", "%"),
+    labels={"H": ("hour", ""), "W": ("weekday", "", dict(enumerate(calendar.day_name))), "C": ("CPU", "%"), "M": ("memory", "%"), "D": ("disk", "%"),
             "S": ("swap", "%"), "L": ("load", ""), "N": ("network", "", {0: "down", 1: "up"})},
-    n_embd=32, n_layer=2, n_head=4, block_size=16,
-    context=1, interval=300.0, steps=500,
+    n_embd=32, n_layer=2, n_head=4, block_size=18,   # two readings of 1 + 8 tokens
+    context=1, interval=300.0, steps=500, clock=True,
 )
 
 
