@@ -9,8 +9,8 @@ Bot API), the clock stepping back and forward an hour, a corrupt weights file. T
 owner presses Approve under alerts that overlap an incident and Dismiss under the rest.
 
 Printed: each incident's first-alert delay and how many alerts it made, false alerts
-week by week, what was lost, sent twice or stuck, CPU seconds per simulated day, peak
-RSS, and as the last line
+week by week, what was lost, left unscored or undecided, sent twice or stuck, CPU seconds
+per simulated day, peak RSS, and as the last line
 `month incidents A/P per_incident N false_w1 N false_w4 N lost N duplicated N stuck N`.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .. import daemon as daemon_module
-from ..atoms import verbs
+from ..atoms import nerve, verbs
 from ..config import load_settings
 from ..notify.telegram import TelegramBot
 from ..outbox import LogSink
@@ -37,6 +37,7 @@ DAY, HOUR, STEP = 86400.0, 3600.0, 300.0
 TOKEN, CHAT = "4242:bench", 4242
 ANSWER_AFTER = 15 * 60.0           # the owner answers a quarter of an hour after a message arrives
 AFTERMATH = HOUR                   # the likelihood's window (12 readings): it may still flag an incident this long after
+CATCH_UP = 12                      # steps (an hour) after the last day: the outbox and the owner catch up
 
 
 @dataclasses.dataclass
@@ -67,11 +68,16 @@ def incidents():
 
 
 class Machine:
-    """The simulated owner's machine and habits: readings at a time, incidents applied."""
+    """The simulated owner's machine and habits: readings at a time, incidents applied.
+
+    A reading is a function of (seed, atom, time) alone, with no memory in the process: the
+    daemon killed and restarted (`bench month --kill`) reads again exactly what it would have."""
 
     def __init__(self, start, planted, seed):
-        self.start, self.planted, self.rng = start, planted, random.Random(seed)
-        self.focus = 0.0
+        self.start, self.planted, self.seed = start, planted, seed
+
+    def rng(self, what, ts):
+        return random.Random(f"{self.seed}:{what}:{ts}")
 
     def local(self, ts):
         t = time.localtime(ts)
@@ -82,27 +88,36 @@ class Machine:
         return weekday < 5 and 9 <= hour < 18 and not 12.5 <= hour < 13.25   # a lunch break
 
     def pulse(self, ts):
-        r, hour = self.rng, self.local(ts)[0]
+        r, hour = self.rng("pulse", ts), self.local(ts)[0]
         backup = 1.0 <= hour < 1.5                      # every night: heavy, and normal
         cpu = r.gauss(48, 9) if self.working(ts) else r.gauss(75, 6) if backup else r.gauss(9, 3)
         return {"C": clip(cpu), "M": clip(r.gauss(58 if self.working(ts) else 46, 3)),
                 "D": clip(43 + (ts - self.start) / DAY * 0.05 + r.gauss(0, 0.2)),
                 "S": clip(r.gauss(22, 3)), "L": max(0.0, cpu / 12 + r.gauss(0, 0.5)), "N": 1}
 
+    def idle(self, ts):
+        """Idle minutes at ts while working."""
+        return min(60.0, self.rng("idle", ts).expovariate(1 / 2.0))
+
+    def focus(self, ts):
+        """Minutes of the focus block at ts: 5 for each reading in a row, up to this one, worked
+        with under 5 idle minutes; counted back from the time (Rhythm's field stops at 180)."""
+        minutes = 0.0
+        while minutes < 180 and self.working(ts) and self.idle(ts) < 5:
+            minutes, ts = minutes + 5, ts - STEP
+        return minutes
+
     def rhythm(self, ts):
-        r = self.rng
         hour, weekday = self.local(ts)
         if self.working(ts):
-            idle = min(60.0, r.expovariate(1 / 2.0))
-            self.focus = self.focus + 5 if idle < 5 else 0.0
-            commits = 1 if r.random() < 0.12 else 0
+            idle, commits = self.idle(ts), 1 if self.rng("commits", ts).random() < 0.12 else 0
         else:
-            idle, self.focus, commits = 60.0, 0.0, 0
+            idle, commits = 60.0, 0
         return {"H": hour, "W": weekday, "I": idle, "A": max(0.0, 100 - idle / 5 * 100),
-                "F": min(180.0, self.focus), "G": commits}
+                "F": self.focus(ts), "G": commits}
 
     def drift(self, ts):
-        r = self.rng
+        r = self.rng("drift", ts)
         if not self.working(ts):
             return {"A": 0, "C": 0, "S": 0}
         return {"A": r.choice((0, 1, 1, 2, 3)), "C": r.choice((0, 1, 1, 2, 2)), "S": r.choice((0, 0, 1, 1, 2))}
@@ -209,7 +224,7 @@ def run(days=30, seed=1, planted=None, faults=FAULTS, settings_env=None, report=
     returns the figures as a dict (and reports them line by line). `steps` shortens every
     atom's training (tests only: the benchmark trains as a user's daemon does)."""
     planted = incidents() if planted is None else planted
-    start = time.mktime((2025, 3, 3, 0, 0, 0, 0, 0, -1))   # a Monday, midnight
+    start = month_start()
     clock = [start]
     cpu_start = time.process_time()
     with (contextlib.nullcontext(home) if home else tempfile.TemporaryDirectory(prefix="kiri-month-")) as home, \
@@ -226,21 +241,14 @@ def run(days=30, seed=1, planted=None, faults=FAULTS, settings_env=None, report=
         cycles = lost = stuck = 0
         end = start + days * DAY
         while clock[0] < end:
-            while pending and clock[0] - start >= pending[0][0]:
-                at, what, act = pending.pop(0)
+            for act in faults_due(pending, clock[0], start, report):
                 act(fake, clock, home)
-                report(f"day {at / DAY:5.2f}: {what}")
-            before = {name: store.count_observations(name)["real"] for name in d.modules}
-            result = d.cycle()
-            cycles += 1
-            taken = [n for n in d.modules if store.count_observations(n)["real"] > before[n]]
-            due = [n for n in d.modules if n not in result.waiting]
-            lost += len(set(due) - set(taken))
-            stuck += bool(due) and not taken   # something was due, and nothing came of it
+            cycle_lost, cycle_stuck = counted_cycle(d, store)
+            cycles, lost, stuck = cycles + 1, lost + cycle_lost, stuck + cycle_stuck
             owner.answer(clock[0])
             clock[0] += STEP
         # Let the outbox and the owner catch up (an hour later, nothing new collected).
-        for _ in range(12):
+        for _ in range(CATCH_UP):
             d.deliver_and_poll(clock[0], SimpleNamespace(errors=[]))
             owner.answer(clock[0])
             clock[0] += STEP
@@ -248,11 +256,50 @@ def run(days=30, seed=1, planted=None, faults=FAULTS, settings_env=None, report=
         store.close()
         logging.getLogger("kiri").removeHandler(log_handler)
         log_handler.close()
-    figures.update(cycles=cycles, lost=lost, stuck=stuck,
-                   cpu_s_per_day=(time.process_time() - cpu_start) / days, rss_mb=peak_rss_mb())
-    for line in format_figures(figures, planted).splitlines():
-        report(line)
-    return figures
+    return report_figures(figures, planted, report, days, cpu_s=time.process_time() - cpu_start,
+                          cycles=cycles, lost=lost, stuck=stuck, rss_mb=peak_rss_mb())
+
+
+def month_start():
+    return time.mktime((2025, 3, 3, 0, 0, 0, 0, 0, -1))   # a Monday, midnight
+
+
+def faults_due(pending, now, start, report):
+    """Take the faults whose time has come off `pending` (sorted by time); reports each."""
+    due = []
+    while pending and now - start >= pending[0][0]:
+        at, what, act = pending.pop(0)
+        report(f"day {at / DAY:5.2f}: {what}")
+        due.append(act)
+    return due
+
+
+def counted_cycle(d, store):
+    """One daemon cycle; returns (readings lost, stuck): a reading due that is not in the store
+    at the cycle's time after it is lost, and the cycle is stuck when something was due and
+    nothing came of it. A reading stored before a kill and taken again is stored once: taken,
+    not lost (after the clock stepped back, the daemon cannot tell it has it already)."""
+    result = d.cycle()
+    taken = [n for n in d.modules if store.observations(n, since=result.ts, until=result.ts + 1e-6, real_only=True)]
+    due = [n for n in d.modules if n not in result.waiting]
+    return len(set(due) - set(taken)), int(bool(due) and not taken)
+
+
+def left_undone(store):
+    """What a stop in the middle of a cycle can leave undone for good, unless the daemon takes
+    it up when it starts again: `unscored`, real readings without a score taken after their
+    atom's first score (while it had a model); `undecided`, the times of scored readings that
+    Nerve never decided on (the restarted daemon finds them taken: nothing new to decide on)."""
+    unscored, scored_at = 0, set()
+    for atom in store.atoms():
+        scores = store.latest_scores(atom, limit=None)
+        if scores:
+            scored, since = {s["observation_id"] for s in scores}, min(s["ts"] for s in scores)
+            unscored += sum(o["id"] not in scored
+                            for o in store.observations(atom, since=since, real_only=True, injected=False))
+            scored_at.update(s["ts"] for s in scores)
+    decided_at = {d["ts"] for d in store.decisions() if d["action"] in nerve.DECIDING_ACTIONS}
+    return {"unscored": unscored, "undecided": len(scored_at - decided_at)}
 
 
 def summarize(store, fake, start, planted, days):
@@ -269,9 +316,17 @@ def summarize(store, fake, start, planted, days):
                  for row in m.get("reply_markup", {}).get("inline_keyboard", []) for b in row[:1]]
     return {"alerts": len(alerts), "per_incident": per_incident, "false_by_week": false_by_week,
             "lost_alerts": len({a["id"] for a in alerts} - set(delivered)),
-            "duplicated": len(delivered) - len(set(delivered)),
+            "duplicated": len(delivered) - len(set(delivered)), **left_undone(store),
             "first_delays": {name: (found[0]["ts"] - start - next(i.start for i in planted if i.name == name))
                              for name, found in per_incident.items() if found}}
+
+
+def report_figures(figures, planted, report, days, cpu_s, **counts):
+    """summarize()'s figures with the run's own counts, reported line by line; returns them all."""
+    figures.update(counts, cpu_s_per_day=cpu_s / days)
+    for line in format_figures(figures, planted).splitlines():
+        report(line)
+    return figures
 
 
 def format_figures(f, planted):
@@ -281,7 +336,8 @@ def format_figures(f, planted):
         delay = f["first_delays"].get(incident.name)
         lines.append(f"{incident.name:<32}{'-' if delay is None else f'{delay / 60:.0f} min':>17}   {len(found)}")
     lines.append("false alerts by week: " + " ".join(str(n) for n in f["false_by_week"]))
-    lines.append(f"readings lost {f['lost']}, alerts lost {f['lost_alerts']}, alerts sent twice {f['duplicated']}, "
+    lines.append(f"readings lost {f['lost']}, unscored {f['unscored']}, undecided {f['undecided']}, "
+                 f"alerts lost {f['lost_alerts']}, alerts sent twice {f['duplicated']}, "
                  f"stuck cycles {f['stuck']} (of {f['cycles']})")
     lines.append(f"CPU {f['cpu_s_per_day']:.1f} s per simulated day, peak RSS {f['rss_mb']:.0f} MB")
     alerted = sum(1 for found in f["per_incident"].values() if found)
