@@ -20,6 +20,7 @@ SIGTERM / SIGINT stop the daemon after the stage it is in.
 
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import sqlite3
@@ -128,6 +129,7 @@ class CycleResult:
     meta: list = field(default_factory=list)          # meta-actions run: ["retrain:pulse:7d", …]
     errors: list = field(default_factory=list)        # (pipe, stage, error)
     recent: list = field(default_factory=list)        # every atom's recent Score, read once for Nerve
+    leftovers: list = field(default_factory=list)     # Scores a stop left undecided (first cycle only)
 
 
 class Daemon:
@@ -243,17 +245,25 @@ class Daemon:
         return s
 
     def score_leftovers(self, now, result):
-        """At the first cycle: each trained atom's latest reading, if a kill came between
-        storing and scoring it, is scored now — else it would stay unscored for good (and
-        missing from the likelihood's window)."""
+        """At the first cycle: each trained atom's latest reading that a kill, power cut or
+        crash left between storing and deciding. Unscored, it is scored now (else it would
+        stay unscored for good, and missing from the likelihood's window); scored after
+        Nerve's last decision, it is decided on in this cycle (result.leftovers) — an
+        alert it called for must not be lost with the process."""
+        decided = self.store.decisions(limit=1)
+        last_decision = decided[0]["ts"] if decided else -math.inf
         for name in self.modules:
             latest = self.store.latest_observation(name, real_only=True)
             if latest is None or not self.atom(name).trained:
                 continue
             scored = self.store.latest_scores(name, limit=1)
             if not scored or scored[0]["observation_id"] != latest["id"]:
-                self.score_reading(name, latest)
+                result.leftovers.append(self.score_reading(name, latest))
                 log.info("%s: scored reading %s, which a stop had left unscored", name, latest["id"])
+            elif scored[0]["ts"] > last_decision and scored[0]["threshold"]:
+                score = Score.from_json(scored[0])
+                score.unusual_at = self.settings.fraction("likelihood_alert")
+                result.leftovers.append(score)
 
     def recent_scores(self, now, fresh):
         """Each atom's latest score if it is recent (within two of its intervals), else absent."""
@@ -272,6 +282,7 @@ class Daemon:
 
     def decide(self, fresh, now, result, injected=False):
         """Nerve's decision over every atom's recent score; None when nothing new was scored."""
+        fresh = list(fresh) + [s for s in result.leftovers if s.atom not in {f.atom for f in fresh}]
         if not fresh:
             return None
         atoms = list(self.modules)

@@ -900,6 +900,20 @@ class LeftoverTest(HomeCase):
         self.assertEqual([r["observation_id"] for r in store.latest_scores("pulse")][-1:], [obs_id])
         self.assertTrue(any("a stop had left unscored" in line for line in self.log.lines), self.log.lines)
 
+    def test_a_reading_scored_but_never_decided_on_is_decided_at_the_next_start(self):
+        settings = self.settings()
+        self.install_pulse(settings)
+        store = self.store()
+        start = local(FIRST_MONDAY, 14)
+        obs_id = store.add_observation("pulse", BIG, ts=start)
+        d = self.daemon(settings, store)
+        self.now = start + 1
+        d.score_reading("pulse", store.observation(obs_id))       # scored, then the process died
+        self.assertEqual(store.decisions(), [])
+        self.now = start + 60
+        result = self.daemon(settings, store).cycle(inject={"rhythm": RHYTHM, "drift": DRIFT})
+        self.assertGreater(result.decision["state"]["P"], 1.0, "Nerve decided on the pulse reading")
+
 
 class CooldownTest(HomeCase):
     def pulse_daemon(self):
