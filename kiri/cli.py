@@ -1,13 +1,16 @@
 """The `kiri` command line: parses flags and delegates to library calls; nothing else.
 
 A mistake a user can make (bad flag, missing file, unusable weights) prints one line
-on stderr and exits non-zero; anything else is a bug and keeps its traceback.
+on stderr and exits non-zero, and so does trouble in the user's environment: a file that
+cannot be read or written, a full disk, a database SQLite cannot use (main); anything
+else is a bug and keeps its traceback.
 """
 
 import argparse
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import time
 
@@ -18,6 +21,7 @@ from .core.train import Progress
 from .atoms import BUILTIN
 from .atoms.drift.schema import EVENTS as DRIFT_EVENTS
 from .errors import KiriError
+from .ground import atomic_file
 
 EXIT_USER_ERROR = 1
 EXIT_BAD_USAGE = 2
@@ -260,6 +264,7 @@ def build_parser():
     p = commands.add_parser("import", help="read observations from a JSON-lines file (bad lines are reported and skipped)")
     p.add_argument("file", metavar="FILE.jsonl")
     add_home_and_run(p, run_import)
+    add_store_commands(commands)
 
     add_loop_commands(commands)
 
@@ -284,6 +289,8 @@ def build_parser():
     p = bench_kinds.add_parser("month", help="the real daemon through a simulated month: incidents, faults, answers")
     p.add_argument("--days", type=month_days, default=30, help="simulated days, 1..60 (default 30)")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the simulated machine (default 1)")
+    p.add_argument("--kill", action="store_true", help="the daemon in a child process, SIGKILLed at random moments "
+                   "(seeded) and restarted on the same home")
     p.set_defaults(run=run_bench_month)
     p = bench_kinds.add_parser("nab", help="run KIRI's streaming detector over a NAB corpus, write NAB results")
     p.add_argument("--data", required=True, metavar="DIR", help="NAB root: CSVs under DIR/data/<category>/")
@@ -303,14 +310,12 @@ def build_parser():
     return parser
 
 
-def metrics_file(path):
-    """The --metrics file opened for writing, or (when not asked for) a context that gives None."""
+def metrics_file(settings, path):
+    """The --metrics file to write, atomically (it appears whole when training ends), or (when
+    not asked for) a context that gives None."""
     if not path:
         return contextlib.nullcontext()
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as e:
-        raise KiriError(f"cannot write metrics file {path}: {e.strerror}") from None
+    return atomic_file(settings.output_path(path, "--metrics"), text=True)
 
 
 def settings_for(args):
@@ -321,8 +326,10 @@ def settings_for(args):
 def run_names_train(args):
     from . import names
     settings = settings_for(args)
-    with metrics_file(args.metrics) as metrics:
-        names.train_names(args.out or names.trained_weights(settings.home), steps=args.steps, seed=args.seed,
+    default = names.trained_weights(settings.home)
+    out = settings.output_path(args.out, "--out", allowed=default) if args.out else default
+    with metrics_file(settings, args.metrics) as metrics:
+        names.train_names(out, steps=args.steps, seed=args.seed,
                           data=args.data, engine=settings.engine, batch=args.batch,
                           progress=Progress(label="names"), metrics=metrics)
 
@@ -338,13 +345,27 @@ def run_names_sample(args):
 
 @contextlib.contextmanager
 def opened_store(settings):
+    """The store of settings.home; an error of the database while it is used (read-only, full
+    disk, damaged) becomes one line naming kiri.db."""
     from .store import StoreError, open_store
     try:
         store = open_store(settings.home)
-    except (StoreError, OSError) as e:
+    except StoreError as e:
         raise KiriError(str(e)) from None
     with store:
-        yield store
+        try:
+            yield store
+        except sqlite3.DatabaseError as e:
+            if not from_environment(e):
+                raise
+            raise KiriError(f"{store.path}: {e}") from None
+
+
+def from_environment(error):
+    """Whether an sqlite3 error comes from where the database lives (a read-only file or disk,
+    a full disk, a damaged file: OperationalError, DatabaseError) rather than from KIRI's own
+    use of it (a broken constraint, a misused API: its other subclasses), which is a bug."""
+    return type(error) in (sqlite3.OperationalError, sqlite3.DatabaseError)
 
 
 def run_collect(args):
@@ -372,7 +393,7 @@ def run_train(args):
     from .atoms import verbs
     settings = settings_for(args)
     module = verbs.atom_module(args.atom, settings)
-    with opened_store(settings) as store, metrics_file(args.metrics) as metrics:
+    with opened_store(settings) as store, metrics_file(settings, args.metrics) as metrics:
         report = verbs.train(module, settings, store, steps=args.steps, seed=args.seed, batch=args.batch,
                              warm_start=args.warm_start, days=args.days, progress=Progress(label=args.atom),
                              metrics=metrics)
@@ -388,8 +409,12 @@ def run_score(args):
     settings = settings_for(args)
     module = verbs.atom_module(args.atom, settings)
     with opened_store(settings) as store:
-        result = verbs.score(module, settings, store, obs=args.obs)
+        result = verbs.score(module, settings, store, obs=args.obs, warn=warn)
     print(json.dumps(result.to_json()) if args.json else result.explain())
+
+
+def warn(line):
+    print(f"kiri: warning: {line}", file=sys.stderr)
 
 
 def run_task(args):
@@ -406,32 +431,90 @@ def run_export(args):
     from .atoms import verbs
     settings = settings_for(args)
     hosts = {name: settings.host_of(name) for name in verbs.all_atoms(settings)}
+    out = args.out and settings.output_path(args.out, "--out")
     with opened_store(settings) as store:
-        if args.out:
-            try:
-                with open(args.out, "w", encoding="utf-8") as f:
-                    n = store.export_jsonl(f, atom=args.atom, hosts=hosts)
-            except OSError as e:
-                raise KiriError(f"cannot write {args.out}: {e.strerror}") from None
-            print(f"exported {n} observations to {args.out}", file=sys.stderr)
+        if out:
+            # Atomic: an export stopped half-way (a kill, a full disk) leaves no half file.
+            with atomic_file(out, text=True) as f:
+                n = store.export_jsonl(f, atom=args.atom, hosts=hosts)
+            print(f"exported {n} observations to {out}", file=sys.stderr)
         else:
             store.export_jsonl(sys.stdout, atom=args.atom, hosts=hosts)
 
 
 def run_import(args):
+    from .check import specs_of
     settings = settings_for(args)
     try:
-        f = open(args.file, encoding="utf-8")
+        f = open(args.file, "rb")   # bytes: a line that is not UTF-8 is one bad line, not a failed import
     except OSError as e:
         raise KiriError(f"cannot read {args.file}: {e.strerror}") from None
     with f, opened_store(settings) as store:
-        report = store.import_jsonl(f)
+        report = store.import_jsonl(f, specs=specs_of(settings))
     for line, reason in report.skipped:
         print(f"{args.file}:{line}: skipped: {reason}", file=sys.stderr)
-    print(f"imported {report.imported} observations, skipped {len(report.skipped)} bad lines, "
+    if report.skipped_count > len(report.skipped):
+        print(f"{args.file}: … and {report.skipped_count - len(report.skipped)} more bad lines skipped", file=sys.stderr)
+    print(f"imported {report.imported} observations, skipped {report.skipped_count} bad lines, "
           f"{report.duplicates} already stored")
-    if report.skipped:
+    if report.skipped_count:
         return EXIT_USER_ERROR
+
+
+def add_store_commands(commands):
+    """check, forget: is what KIRI keeps sound, and removing readings (kiri/check.py)."""
+    p = commands.add_parser("check", help="verify the database and the weights: one line per problem, with its fix")
+    add_home_and_run(p, run_check)
+
+    p = commands.add_parser("forget", help="remove an atom's stored readings (a bad import, an old schema's history)")
+    p.add_argument("atom", metavar="ATOM", help="the atom whose readings go (also one no longer declared)")
+    p.add_argument("--since", type=moment, metavar="WHEN",
+                   help="only readings at or after WHEN: seconds since 1970, or local time 2024-05-01[T14:30]")
+    p.add_argument("--until", type=moment, metavar="WHEN", help="only readings before WHEN")
+    p.add_argument("--source", metavar="NAME", help="only readings of this source: import, synthetic, linux, command, …")
+    p.add_argument("--bad", action="store_true",
+                   help="only the readings `kiri check` reports: not fitting the schema, from the future")
+    p.add_argument("--all", dest="everything", action="store_true", help="every reading of ATOM, without a filter")
+    p.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
+    add_home_and_run(p, run_forget)
+
+
+def moment(text):
+    """A time for --since / --until: seconds since 1970, or ISO 8601 (local time unless it has a zone)."""
+    import datetime
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError, OSError):
+            value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected seconds since 1970 or a time like 2024-05-01 or "
+                                         f"2024-05-01T14:30, got {text!r}")
+    return value
+
+
+def run_check(args):
+    from . import check
+    report = check.check(settings_for(args))
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        return EXIT_USER_ERROR
+    print("ok: " + "; ".join(report.checked))
+
+
+def run_forget(args):
+    from . import check
+    settings = settings_for(args)
+    with opened_store(settings) as store:
+        n = check.forget(store, check.specs_of(settings), args.atom, since=args.since, until=args.until,
+                         source=args.source, bad=args.bad, everything=args.everything, dry_run=args.dry_run)
+    readings = f"{check.readings(n)} of {args.atom} (with their scores)"
+    print(f"would forget {readings}; run it again without --dry-run to forget them" if args.dry_run
+          else f"forgot {readings}")
 
 
 def run_daemon(args):
@@ -601,12 +684,13 @@ def run_bench_train(args):
 
 
 def run_bench_month(args):
-    from .bench import month
-    month.run(days=args.days, seed=args.seed, report=print_flush)
+    from .bench import month, month_kill
+    (month_kill if args.kill else month).run(days=args.days, seed=args.seed, report=print_flush)
 
 
 def run_bench_nab(args):
     from .bench import nab
+    settings_for(args).output_path(args.out, "--out", folder=True)
     nab.run(args.data, args.out, pattern=args.files, jobs=args.jobs, windows_file=args.windows, report=print_flush)
 
 
@@ -620,17 +704,41 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         code = args.run(args)
+        sys.stdout.flush()   # here, so a full disk under stdout is one line below, not Python's at exit
     except KiriError as e:
-        print(f"kiri: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return fail(str(e))
     except BrokenPipeError:
         # The reader went away (`kiri export | head`): stop quietly, as other Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        silence_stdout()
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("kiri: interrupted", file=sys.stderr)
         return 130
+    # The user's environment, wherever it is met: one line, no traceback.
+    except OSError as e:   # a file that cannot be read or written, a full disk (stdout on /dev/full)
+        return fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else e.strerror or str(e))
+    except UnicodeDecodeError as e:   # a file given to read that is not text
+        return fail(f"a file given is not UTF-8 text: {e}")
+    except sqlite3.DatabaseError as e:   # the store outside opened_store (which names kiri.db)
+        if not from_environment(e):
+            raise
+        return fail(f"the database: {e}")
     return code or 0
+
+
+def fail(message):
+    """Print `message` as the one error line; what this command printed before it is kept, and
+    if stdout cannot take it (a full disk), stdout is let go so that exit does not try again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        silence_stdout()
+    print(f"kiri: error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def silence_stdout():
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main_exit():

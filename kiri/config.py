@@ -7,6 +7,7 @@ must not be readable by others (chmod 600), or KIRI refuses it.
 """
 
 import configparser
+import math
 import os
 import re
 import socket
@@ -14,9 +15,11 @@ import stat
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from .core.engines import DEFAULT_ENGINE, ENGINES
-from .atoms import RESERVED
+from .atoms import RESERVED, custom
+from .atoms.custom import INTERVAL_MAX
 from .errors import KiriError
 from .ground import atomic_write, default_home
 
@@ -52,9 +55,27 @@ KEYS = {
 }
 DEFAULTS = {key: default for key, (default, _) in KEYS.items()}
 SECRETS = ("mikrotik_password", "telegram_token")
-NUMBERS = ("pulse_interval", "rhythm_interval", "drift_interval", "tick", "alert_cooldown", "retrain_days",
-           "learn_after", "alert_after", "nerve_retrain_answers", "likelihood_window", "likelihood_history", "likelihood_alert",
-           "retain_days")
+MAX_CONFIG_BYTES = 1_000_000   # a config is a few kB; more is a wrong file (KIRI_CONFIG=/dev/zero), not read whole
+DAY = 86400
+# Every numeric setting: key -> (its unit, the most it may be, whether it is a whole number).
+# Each must be greater than 0, and is checked when the settings are loaded: a value out of
+# these bounds (inf, 1e30, nan) fails at once in one line, not hours later in the loop.
+NUMBERS = {
+    "pulse_interval": ("seconds", INTERVAL_MAX, False),
+    "rhythm_interval": ("seconds", INTERVAL_MAX, False),
+    "drift_interval": ("seconds", INTERVAL_MAX, False),
+    "tick": ("seconds", 3600, False),
+    "alert_cooldown": ("seconds", 30 * DAY, False),
+    "retrain_days": ("days", 3650, False),
+    "learn_after": ("readings", 1_000_000, True),
+    "spawn_after": ("readings", 1_000_000, True),
+    "alert_after": ("readings", 1000, True),
+    "nerve_retrain_answers": ("answers", 100_000, True),
+    "likelihood_window": ("readings", 100_000, True),
+    "likelihood_history": ("readings", 1_000_000, True),
+    "likelihood_alert": ("", 1, False),   # a level between 0 and 1, both excluded (fraction)
+    "retain_days": ("days", 36500, True),
+}
 
 
 @dataclass
@@ -63,6 +84,8 @@ class Settings:
     engine: str = DEFAULT_ENGINE
     values: dict = field(default_factory=dict)
     atoms: dict = field(default_factory=dict)   # your own atoms: name -> {schema, command, interval, steps}
+    origins: dict = field(default_factory=dict)   # key -> where its value came from: "config file …", "KIRI_…"
+    config_file: Optional[Path] = None            # the config file read (it may not exist)
 
     def get(self, key):
         return self.values.get(key, DEFAULTS[key])
@@ -73,41 +96,45 @@ class Settings:
             return True
         if text in ("0", "no", "false", "off"):
             return False
-        raise KiriError(f"setting {key} must be yes or no, got {text!r}")
+        raise self._bad(key, "must be yes or no")
+
+    def _bad(self, key, what):
+        """The one-line error for a setting's value: where it came from, the key, what is wrong."""
+        where = f"{self.origins[key]}: " if key in self.origins else ""
+        return KiriError(f"{where}setting {key} {what}, got {self.get(key)!r}")
 
     def number(self, key):
+        """A numeric setting within its bounds (NUMBERS): an int for a whole number, else a float."""
+        unit, most, whole = NUMBERS[key]
         try:
             value = float(self.get(key))
         except ValueError:
-            raise KiriError(f"setting {key} must be a number, got {self.get(key)!r}") from None
+            raise self._bad(key, "must be a number") from None
+        if math.isnan(value):
+            raise self._bad(key, "must be a number")
         if not value > 0:
-            raise KiriError(f"setting {key} must be greater than 0, got {self.get(key)!r}")
-        return value
+            raise self._bad(key, "must be greater than 0")
+        if key == "likelihood_alert" and value >= 1:
+            raise self._bad(key, "must be below 1")
+        if value > most:
+            raise self._bad(key, f"must be at most {most:,} {unit}")
+        if whole and not value.is_integer():
+            raise self._bad(key, f"must be a whole number of {unit}")
+        return int(value) if whole else value
 
-    def count(self, key, unit="readings"):
-        """A number of readings (or of another `unit`): a whole number greater than 0."""
-        value = self.number(key)
-        if not value.is_integer():
-            raise KiriError(f"setting {key} must be a whole number of {unit}, got {self.get(key)!r}")
-        return int(value)
+    def count(self, key, unit=None):
+        """A whole-number setting; `unit` is NUMBERS' now, the argument is kept for its callers."""
+        return int(self.number(key))
 
     def fraction(self, key):
         """A level between 0 and 1 (both excluded)."""
-        value = self.number(key)
-        if value >= 1:
-            raise KiriError(f"setting {key} must be below 1, got {self.get(key)!r}")
-        return value
+        return self.number(key)
 
     def check(self):
         """Read every number and flag now, so a typo fails at start, not hours later in the loop."""
         for key in NUMBERS:
-            self.number(key)
-        self.fraction("likelihood_alert")
-        for key in ("likelihood_window", "likelihood_history", "learn_after", "alert_after"):
-            self.count(key)
-        if self.get("spawn_after").strip():
-            self.count("spawn_after")
-        self.count("retain_days", "days")
+            if key != "spawn_after" or self.get(key).strip():   # the old name: empty is "not set"
+                self.number(key)
         self.flag("mikrotik_verify")
         return self
 
@@ -149,22 +176,95 @@ class Settings:
     def log_path(self):
         return self.home / "kiri.log"
 
+    def managed(self, path):
+        """What of the home's own `path` is ("the database", "in the weights folder", …), or None.
+        Compared as the real path (through symbolic links) and, for a file that exists, as the
+        same file (a hard link)."""
+        from .daemon import UNIT_OUTPUT   # here: the loop's modules import the settings, not the reverse
+        from .lock import LOCK_FILE
+        real = os.path.realpath(path)
+        weights = os.path.realpath(self.weights_dir)
+        if real == weights or real.startswith(weights + os.sep):
+            return "in the weights folder"
+        owned = [(self.db_path.with_name(self.db_path.name + end), "the database")
+                 for end in ("", "-wal", "-shm", "-journal")]
+        owned += [(self.config_file, "the config file")] if self.config_file else []
+        owned += [(self.home / LOCK_FILE, "the daemon's lock file")]
+        owned += [(self.home / (name + end), "a log file") for name in (self.log_path.name,) + UNIT_OUTPUT
+                  for end in ("", ".1", ".2", ".3")]   # with the rotated ones (kiri.log keeps three)
+        for mine, what in owned:
+            if real == os.path.realpath(mine) or _same_file(path, mine):
+                return what
+        return None
 
-def load_settings(home=None, engine=None, env=None):
-    """Resolve every setting; `home` and `engine` are the command-line flags (None = not given)."""
+    def output_path(self, path, option, folder=False, allowed=None):
+        """`path`, given to `option` (--out, --metrics) as a place to write, as a Path; a KiriError
+        when it is one of KIRI's own files (writing there would destroy it), or a folder where a
+        file is wanted (or, with `folder`, a file where a folder is). `allowed`: the one file of
+        KIRI's that this option exists to write (names train --out: the names weights)."""
+        if allowed and os.path.realpath(path) == os.path.realpath(allowed):
+            return Path(path)
+        if folder and os.path.exists(path) and not os.path.isdir(path):
+            raise KiriError(f"{option} {path} is a file; give a folder")
+        if not folder and os.path.isdir(path):
+            raise KiriError(f"{option} {path} is a folder; give a file name")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not folder and not os.path.isdir(parent):   # a typo: not made for it, as a shell's > would not
+            raise KiriError(f"cannot write {option} {path}: the folder {parent} does not exist")
+        what = self.managed(path)
+        if what:
+            raise KiriError(f"{option} {path} is {what} of the KIRI home {self.home}; KIRI will not write "
+                            "over it: give another file")
+        return Path(path)
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # either does not exist (or cannot be looked at): not the same file
+        return False
+
+
+def load_settings(home=None, engine=None, env=None, missing_config_ok=False):
+    """Resolve every setting and check each (Settings.check, and every declared atom's section);
+    `home` and `engine` are the command-line flags (None = not given).
+
+    A KIRI_CONFIG naming no file is an error, unless `missing_config_ok` (for `kiri setup`, which
+    writes it); KIRI_HOME/config.ini is optional."""
     env = os.environ if env is None else env
     home_path = Path(home).expanduser() if home else default_home(env)
+    check_home(home_path)
     values = dict(DEFAULTS)
-    file_values, atoms = read_config_file(config_path(home_path, env))
+    path = config_path(home_path, env)
+    file_values, atoms = read_config_file(path, must_exist=bool(env.get("KIRI_CONFIG")) and not missing_config_ok)
     values.update(file_values)
+    origins = {key: f"config file {path}" for key in file_values}
     for key in DEFAULTS:
         if env.get("KIRI_" + key.upper()):
             values[key] = env["KIRI_" + key.upper()]
+            origins[key] = "KIRI_" + key.upper()
     if engine:
         values["engine"] = engine
     if values["engine"] not in ENGINES:
         raise KiriError(f"engine must be one of {', '.join(ENGINES)}, got {values['engine']!r}")
-    return Settings(home=home_path, engine=values["engine"], values=values, atoms=atoms)
+    for name, section in atoms.items():   # a declared atom's command or interval is checked now too
+        try:
+            custom.make_module(name, section)
+        except KiriError as e:
+            raise KiriError(f"config file {path}: {e}") from None
+    return Settings(home=home_path, engine=values["engine"], values=values, atoms=atoms, origins=origins,
+                    config_file=path).check()
+
+
+def check_home(home):
+    """A KIRI home that is a file, or would be inside one, is a mistake: said before anything
+    reads or writes there."""
+    for place in (home,) + tuple(home.parents):   # the nearest that exists decides
+        if place.exists():
+            if not place.is_dir():
+                where = "it is a file" if place == home else f"it would be inside the file {place}"
+                raise KiriError(f"the KIRI home {home} is not a folder: {where} (KIRI_HOME or --home)")
+            return
 
 
 def config_path(home, env=None):
@@ -173,14 +273,35 @@ def config_path(home, env=None):
     return Path(env.get("KIRI_CONFIG") or Path(home) / "config.ini")
 
 
-def read_config_file(path):
-    """([kiri] section as a dict, {atom name: its [atom:NAME] section}); a missing file is empty."""
-    if not path.exists():
+def read_config_file(path, must_exist=False):
+    """([kiri] section as a dict, {atom name: its [atom:NAME] section}); a missing file is empty
+    unless `must_exist`. A file that is there but cannot be read is an error, never "empty":
+    settings silently left at their defaults (no Telegram, say) would go unnoticed."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise KiriError(f"config file {path} is a folder, not a file")
+        if not stat.S_ISREG(mode):   # a pipe would hang the reader, /dev/zero never end
+            raise KiriError(f"config file {path} is not a regular file")
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        if must_exist:
+            raise KiriError(f"KIRI_CONFIG names {path}, which does not exist") from None
+        if os.path.islink(path):
+            raise KiriError(f"config file {path} is a link to a file that does not exist") from None
         return {}, {}
+    except OSError as e:
+        raise KiriError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise KiriError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise KiriError(f"config file {path} is over {MAX_CONFIG_BYTES // 1000} kB: not a KIRI config")
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(path, encoding="utf-8")
-    except (configparser.Error, UnicodeDecodeError) as e:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as e:
         raise KiriError(f"config file {path}: {str(e).splitlines()[0]}") from None
     values = dict(parser["kiri"]) if parser.has_section("kiri") else {}
     unknown = sorted(set(values) - set(DEFAULTS))

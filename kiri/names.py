@@ -40,6 +40,8 @@ def read_docs(path):
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise KiriError(f"cannot read names file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise KiriError(f"names file {path} is not UTF-8 text (byte {e.start} cannot be read)") from None
     docs = [line.strip() for line in text.splitlines() if line.strip()]
     if not docs:
         raise KiriError(f"names file {path} holds no names")

@@ -265,6 +265,8 @@ def describe_reading(spec, values):
     words = []
     for field in spec.schema:
         name, unit, *states = spec.labels.get(field, (field, ""))
+        if field not in values:   # a clock field: the reading's own time, not something it measured
+            continue
         value, states = values[field], (states[0] if states else {})
         text = states[value] if value in states else f"{value:.0f}%" if unit == "%" else f"{round(value, 1):g}{unit}"
         words.append(f"{name} {text}")
@@ -413,7 +415,7 @@ def run(home=None, given=None, secret_files=None, service=True, start=False, ver
     values.update({key: read_secret_file(path, key) for key, path in (secret_files or {}).items() if path})
     if home is not None:
         home = os.path.abspath(os.path.expanduser(home))   # the unit needs it absolute
-    before = load_settings(home, env=env)
+    before = load_settings(home, env=env, missing_config_ok=True)   # setup writes it
     report(f"kiri setup: home {before.home}")
     values = gather(values, before, ask if interactive else None, ask_secret, report)
 

@@ -1,6 +1,7 @@
 """`kiri status`: what a person checks first — is each atom trained, is the daemon alive, what happened last."""
 
 import math
+import sqlite3
 import time
 
 from .atoms import verbs
@@ -13,8 +14,29 @@ from .errors import KiriError
 
 
 def collect_status(settings, store, now=None):
-    """Everything `kiri status` shows, as one JSON-able dict."""
+    """Everything `kiri status` shows, as one JSON-able dict. A damaged database file shows as
+    that alone (database_damage): counts read from it could be silently wrong."""
     now = time.time() if now is None else now
+    damage = store.damage(quick=True, limit=1)
+    if not damage:
+        try:
+            return dict(collect_atoms_status(settings, store, now), database_damage=None)
+        except sqlite3.DatabaseError as e:   # damage that came after the check, or that it missed
+            damage = [str(e)]
+    return {"host": settings.host, "home": str(settings.home), "database_damage": damage[0],
+            "daemon": daemon_state(settings, store, now), "db_bytes": store.size_bytes()}
+
+
+def daemon_state(settings, store, now):
+    try:
+        return lock.daemon_status(settings.home, store, now)
+    except KiriError as e:   # no flock here, or an unreadable lock: the rest of the status still holds
+        return {"state": "unknown", "why": str(e)}
+    except sqlite3.DatabaseError as e:
+        return {"state": "unknown", "why": f"its heartbeat is in the damaged database: {e}"}
+
+
+def collect_atoms_status(settings, store, now):
     atoms = {}
     for name, module in verbs.all_atoms(settings).items():
         counts = store.count_observations(name)
@@ -47,10 +69,7 @@ def collect_status(settings, store, now=None):
                                        verdict=latest[0]["verdict"])
         atoms[name] = entry
     heartbeat = lock.parse_heartbeat(store.get_kv(HEARTBEAT_KEY))
-    try:
-        daemon = lock.daemon_status(settings.home, store, now)
-    except KiriError as e:   # no flock here, or an unreadable lock: the rest of the status still holds
-        daemon = {"state": "unknown", "why": str(e)}
+    daemon = daemon_state(settings, store, now)
     return {
         "host": settings.host,
         "home": str(settings.home),
@@ -63,6 +82,9 @@ def collect_status(settings, store, now=None):
         "outbox_pending": store.outbox_pending(),
         "db_bytes": store.size_bytes(),
     }
+
+
+SHOWN_ERRORS = 5   # of the last cycle's errors, in the plain status; --json has them all
 
 
 def ago(seconds):
@@ -99,6 +121,9 @@ def format_status(info, now=None):
     now = time.time() if now is None else now
     lines = [f"KIRI on {info['host']}, home {info['home']}",
              "daemon: " + describe_daemon(info["daemon"], now)]
+    if info.get("database_damage"):
+        return "\n".join(lines + [f"database DAMAGED: {info['database_damage']}; what it holds cannot be trusted: "
+                                  "`kiri check` says how to recover it"])
     for name, a in info["atoms"].items():
         obs = a["observations"]
         count = f"{obs['real']} real + {obs['synthetic']} synthetic readings"
@@ -126,6 +151,8 @@ def format_status(info, now=None):
             likelihood = "" if s.get("likelihood") is None else f", likelihood {s['likelihood']:.2f}"
             line += f"; last score {s['score']:.3f} ({s['verdict']}{likelihood}, {ago(now - s['ts'])})"
         lines.append(line)
+        if a.get("note"):   # weights unusable, the previous ones used instead
+            lines.append(f"           weights: {a['note']}")
         if a.get("last_retrain"):
             lines.append(f"           last retrain {ago(now - a['last_retrain']['ts'])}: {a['last_retrain']['outcome']}")
     lines.append(f"  nerve    {'trained' if info['nerve_trained'] else 'rule (not enough answers yet)'}")
@@ -134,6 +161,10 @@ def format_status(info, now=None):
         decision = cycle.get("decision") or {}
         lines.append(f"last cycle {ago(now - cycle['ts'])}: decision {decision.get('action', 'none')}"
                      + (f" ({decision['source']})" if decision else ""))
+        errors = cycle.get("errors") or []
+        lines += [f"  error: {pipe} {stage}: {error}" for pipe, stage, error in errors[:SHOWN_ERRORS]]
+        if len(errors) > SHOWN_ERRORS:
+            lines.append(f"  … and {len(errors) - SHOWN_ERRORS} more errors (kiri status --json lists them)")
     pending = info["pending_alerts"]
     lines.append(f"pending alerts: {len(pending)}" + (" — " + ", ".join(f"#{a['id']}" for a in pending) if pending else ""))
     if info["outbox_pending"]:

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import List, NamedTuple, Tuple
 
-from .ground import default_home, is_finite_number
+from .atoms.fit import misfit
+from .ground import default_home, is_finite_number, one_line, remove_stale_temp_files
 
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another writer's transaction
 
@@ -36,8 +37,20 @@ class StoreError(Exception):
 
 class ImportReport(NamedTuple):
     imported: int                      # rows added to the store
-    skipped: List[Tuple[int, str]]     # (1-based line number, reason) of each bad line
+    skipped: List[Tuple[int, str]]     # (1-based line number, reason) of the first SKIP_EXAMPLES bad lines
     duplicates: int = 0                # good lines that were already in the store
+    skipped_count: int = 0             # bad lines in all
+
+
+# An import reads a file anyone may have written, so each line is bounded before it is
+# parsed (no line can take the memory or the parser's recursion), then checked on its own.
+IMPORT_LINE_BYTES = 65536   # an exported reading is a few hundred bytes
+IMPORT_DEPTH = 8            # an exported reading nests 2 deep: {"values": {...}}
+IMPORT_BATCH = 1000         # good rows per transaction: memory and the write lock stay small
+SKIP_EXAMPLES = 5           # bad lines an ImportReport names; the rest are counted
+# How far a reading's ts may be ahead of this machine's clock (two machines' clocks differ a
+# little): a reading from further in the future would look like the newest one for years.
+FUTURE_SLACK = 300.0
 
 
 class PruneReport(NamedTuple):
@@ -216,9 +229,10 @@ def _check_atom(atom):
 def _check_number(field, x):
     if is_finite_number(x):
         return x
+    # The value is named, not printed whole: it may be a 400-digit number or a page of text.
     if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ValueError("%s: must be a number, got %r" % (field, x))
-    raise ValueError("%s: must be finite, got %r" % (field, x))
+        raise ValueError("%s: must be a number, got %s" % (field, one_line(repr(x), 60)))
+    raise ValueError("%s: must be finite, got %s" % (field, one_line(repr(x), 60)))
 
 
 def _check_values(values):
@@ -286,6 +300,70 @@ def _canonical_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+# -- import: what a line of someone else's file must pass --------------------------------
+
+def _lines(fileobj, limit):
+    """(number, line) for each line of a binary file, a line cut at limit + 1 bytes: the rest
+    of a longer one is read and dropped, never held whole, and what is kept shows it too long."""
+    number = 0
+    while True:
+        line = fileobj.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        rest = line
+        while not rest.endswith(b"\n") and len(rest) > limit:
+            rest = fileobj.readline(limit + 1)
+        yield number, line
+
+
+def _nests_deeper(text, limit):
+    """Whether [ and { nest more than `limit` deep in JSON text (outside its strings): asked
+    before parsing, as the parser recurses once per level."""
+    if text.count("[") + text.count("{") <= limit:
+        return False   # too few brackets to nest that deep: no need to walk the text
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _check_import_ts(ts, now):
+    if ts < 0:
+        raise ValueError("ts: %r is before 1970" % ts)
+    ahead = from_the_future(ts, now)
+    if ahead:
+        raise ValueError("ts: %r is %s; a reading cannot come from the future" % (ts, ahead))
+
+
+def from_the_future(ts, now):
+    """How far a reading's ts is ahead of `now` in words, when more than FUTURE_SLACK; else None."""
+    return "%.3g h ahead of this machine's clock" % ((ts - now) / 3600) if ts > now + FUTURE_SLACK else None
+
+
+def _check_fit(specs, atom, values):
+    if atom not in specs:
+        raise ValueError("atom: %r is not an atom this installation runs (declare [atom:%s] in config.ini"
+                         " to import its readings)" % (atom, atom))
+    problem = misfit(specs[atom], values)
+    if problem:
+        raise ValueError("values do not fit %s: %s" % (atom, problem))
+
+
 # ---------------------------------------------------------------------------
 
 def _query(select, where, order=None, limit=None):
@@ -312,14 +390,43 @@ def _decoded(row, *json_columns):
 
 
 def open_store(home=None):
-    """Open home/kiri.db (home defaults to default_home()), creating home with mode 0700."""
+    """Open home/kiri.db (home defaults to default_home()), creating home with mode 0700 and
+    kiri.db with 0600: they hold the machine's history. What cannot work is refused up front
+    in one line (StoreError): a home that is a file, a database that is a folder. The temp
+    files of atomic writes a kill left in home and home/weights are removed here, at the next start.
+    """
     home = Path(home) if home is not None else default_home()
     try:
         home.mkdir(parents=True)
         os.chmod(str(home), 0o700)  # explicit, so a permissive umask cannot widen it
     except FileExistsError:
-        pass  # made already (perhaps this instant, by another KIRI process starting with us)
-    return Store(home / "kiri.db")
+        # made already (perhaps this instant, by another KIRI process starting with us)
+        if not home.is_dir():
+            raise StoreError("the KIRI home %s is not a folder: it is a file" % home) from None
+    path = home / "kiri.db"
+    if path.is_dir():
+        raise StoreError("%s is a folder, not KIRI's database" % path)
+    _private_database(path)
+    for folder in (home, home / "weights"):
+        remove_stale_temp_files(folder)
+    return Store(path)
+
+
+def _private_database(path):
+    """Create kiri.db with mode 0600 (SQLite would make it 0644, and its -wal and -shm take the
+    database's mode), and take group and other access away from an existing one and its -wal
+    and -shm (an older KIRI made them 0644). Best effort: what is not ours is left to SQLite."""
+    try:
+        os.close(os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:   # there already (an empty file is a new database to SQLite), or not ours to make
+        pass
+    for end in ("", "-wal", "-shm"):
+        try:
+            mode = os.stat(str(path) + end).st_mode
+            if mode & 0o077:
+                os.chmod(str(path) + end, mode & 0o700)
+        except OSError:
+            continue
 
 
 PRUNE_BATCH = 500   # rows per delete transaction: about a millisecond of the write lock
@@ -350,7 +457,10 @@ class Store:
         self.clock = clock  # default timestamp for new rows; tests inject a fixed clock
         # isolation_level=None: no implicit transactions. Reads run in autocommit, and
         # every write opens its own BEGIN IMMEDIATE in _write().
-        self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except sqlite3.DatabaseError as e:   # "unable to open database file": a folder it cannot enter
+            raise StoreError("cannot open %s: %s" % (self.path, e)) from e
         self.conn.row_factory = sqlite3.Row
         try:
             self._use_wal(timeout)
@@ -362,6 +472,10 @@ class Store:
         except sqlite3.DatabaseError as e:
             self.conn.close()
             raise StoreError("cannot open %s: %s" % (self.path, e)) from e
+        except UnicodeDecodeError as e:   # SQLite's message quotes a damaged schema's bytes
+            self.conn.close()
+            raise StoreError("cannot open %s: its schema is damaged (database disk image is malformed)"
+                             % self.path) from e
         except BaseException:
             self.conn.close()
             raise
@@ -521,6 +635,44 @@ class Store:
         # DISTINCT walks the (atom, ts, ...) index, not the table.
         return [r[0] for r in self.conn.execute(
             "SELECT DISTINCT atom FROM observations ORDER BY atom")]
+
+    def each_observation(self, atom):
+        """Every observation of atom, oldest first, one at a time: a walk over the whole
+        history (`kiri check`) that never holds it in memory. Values that are not JSON (a
+        database edited by hand) come as their text, for the caller to call unfit."""
+        for row in self.conn.execute("SELECT * FROM observations WHERE atom = ? ORDER BY ts, id", (atom,)):
+            obs = dict(row, synthetic=bool(row["synthetic"]))
+            try:
+                obs["values"] = json.loads(obs["values"])
+            except ValueError:
+                pass
+            yield obs
+
+    def forget_observations(self, atom, since=None, until=None, source=None, among=None, dry_run=False):
+        """Delete atom's readings with since <= ts < until, of `source`, and among the ids in
+        `among` (each filter when given), each with its scores and the task events folded into
+        it; return how many readings went (with dry_run: would go, and nothing is deleted).
+        PRUNE_BATCH readings per transaction, so the daemon waits at most one batch."""
+        sql, args = _query("SELECT id FROM observations",
+                           [("atom = ?", _check_atom(atom)),
+                            ("ts >= ?", None if since is None else _check_ts(since)),
+                            ("ts < ?", None if until is None else _check_ts(until)),
+                            ("source = ?", None if source is None else _check_text("source", source))], "id")
+        ids = [r[0] for r in self.conn.execute(sql, args)]
+        if among is not None:
+            among = set(among)
+            ids = [i for i in ids if i in among]
+        if dry_run:
+            return len(ids)
+        for start in range(0, len(ids), PRUNE_BATCH):
+            batch = ids[start:start + PRUNE_BATCH]
+            marks = ",".join("?" * len(batch))
+            with self._write() as conn:
+                # Events first: a folded event points at its reading (and was counted in it).
+                for sql in ("DELETE FROM events WHERE period_id IN (%s)", "DELETE FROM scores WHERE observation_id IN (%s)",
+                            "DELETE FROM observations WHERE id IN (%s)"):
+                    conn.execute(sql % marks, batch)
+        return len(ids)
 
     # -- events ------------------------------------------------------------------
 
@@ -865,6 +1017,22 @@ class Store:
                     break
         return PruneReport(deleted, finished=True)
 
+    def damage(self, quick=False, limit=20):
+        """What SQLite finds wrong in the database file: at most `limit` of its messages, []
+        when the file is sound. PRAGMA integrity_check, or with `quick` quick_check, which
+        reads every page but does not compare the indexes with their tables (tens of ms for
+        months of readings). A file too damaged to be checked at all is one message."""
+        try:
+            found = [row[0] for row in self.conn.execute(
+                "PRAGMA %s(%d)" % ("quick_check" if quick else "integrity_check", limit))]
+        except sqlite3.DatabaseError as e:
+            return [str(e)]
+        if found == ["ok"]:
+            return []
+        # A message may span lines, under a header naming the schema ("*** in database main ***").
+        return [line for message in found for line in message.splitlines()
+                if line.strip() and not line.startswith("*** ")][:limit]
+
     def size_bytes(self):
         """The database's size on disk: kiri.db and its write-ahead log."""
         total = 0
@@ -903,36 +1071,65 @@ class Store:
             count += 1
         return count
 
-    def import_jsonl(self, fileobj):
-        """Import JSON lines as written by export_jsonl; return an ImportReport.
+    def import_jsonl(self, fileobj, specs=None):
+        """Import JSON lines as written by export_jsonl from a binary file; return an ImportReport.
 
-        Bad lines are skipped and reported by line number; good lines are stored
-        together in one transaction. Lines already in the store are not added again,
-        so importing the same file twice is harmless. A line without "source" gets
-        source 'import'.
+        Each line is checked on its own, and a bad one is skipped with its reason, whatever
+        is wrong with it: not UTF-8, longer than IMPORT_LINE_BYTES, nested deeper than
+        IMPORT_DEPTH, not JSON, a field missing or of the wrong kind, a number that is not
+        finite, a ts before 1970 or more than FUTURE_SLACK ahead of this machine's clock;
+        with `specs` ({atom: AtomSpec}, the atoms this installation runs) also an atom not
+        among them, or values that do not fit its schema (atoms/fit.py). Good lines are
+        stored IMPORT_BATCH at a time, each batch one transaction. Nothing stored is ever
+        changed, and lines already in the store are not added again, so importing the same
+        file twice is harmless. A line without "source" gets source 'import'.
         """
-        rows, skipped = [], []
-        for number, line in enumerate(fileobj, start=1):
-            if not line.strip():
-                continue
+        now = self.clock()
+        rows, examples = [], []
+        imported = good = skipped = 0
+        for number, line in _lines(fileobj, IMPORT_LINE_BYTES):
             try:
-                rows.append(self._parse_line(line))
+                row = self._import_row(line, specs, now)
             except ValueError as e:
-                skipped.append((number, str(e)))
-        added = self._insert_observations(rows) if rows else 0
-        return ImportReport(imported=added, skipped=skipped, duplicates=len(rows) - added)
+                skipped += 1
+                if len(examples) < SKIP_EXAMPLES:
+                    examples.append((number, str(e)))
+                continue
+            if row is not None:
+                rows.append(row)
+            if len(rows) == IMPORT_BATCH:
+                imported, good, rows = imported + self._insert_observations(rows), good + len(rows), []
+        if rows:
+            imported, good = imported + self._insert_observations(rows), good + len(rows)
+        return ImportReport(imported=imported, skipped=examples, duplicates=good - imported, skipped_count=skipped)
 
-    def _parse_line(self, line):
+    def _import_row(self, line, specs, now):
+        """The store row of one line of an import (bytes), or None for a blank line;
+        a ValueError says what is wrong with it."""
+        if len(line) > IMPORT_LINE_BYTES:
+            raise ValueError("longer than %d bytes" % IMPORT_LINE_BYTES)
+        try:
+            text = line.decode("utf-8").lstrip("\ufeff")   # a BOM: some editors start a file with one
+        except UnicodeDecodeError as e:
+            raise ValueError("not UTF-8 (byte 0x%02x at column %d)" % (line[e.start], e.start + 1)) from None
+        if not text.strip():
+            return None
+        if _nests_deeper(text, IMPORT_DEPTH):
+            raise ValueError("JSON nested deeper than %d levels" % IMPORT_DEPTH)
         try:
             # json accepts NaN and Infinity; they are refused below, by a check that
             # can name the field they are in.
-            obj = json.loads(line)
-        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            obj = json.loads(text)
+        except ValueError as e:  # json.JSONDecodeError is a ValueError; so is a 5000-digit number
             raise ValueError("not JSON: %s" % e) from None
         if not isinstance(obj, dict):
             raise ValueError("not a JSON object, got %s" % type(obj).__name__)
         for field in ("atom", "ts", "values"):
             if field not in obj:
                 raise ValueError("%s: missing" % field)
-        return self._observation_row(obj["atom"], obj["values"], _check_ts(obj["ts"]),
-                                     obj.get("source", "import"), obj.get("synthetic", False))
+        row = self._observation_row(obj["atom"], obj["values"], obj["ts"],
+                                    obj.get("source", "import"), obj.get("synthetic", False))
+        _check_import_ts(row[1], now)
+        if specs is not None:
+            _check_fit(specs, obj["atom"], obj["values"])
+        return row

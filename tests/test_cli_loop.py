@@ -722,6 +722,12 @@ class Regressions(LoopCommandLine):
         proc = self.kiri("daemon", "--once")
         self.assertUserError(proc, "setting tick must be a number, got 'soon'")
         self.assertEqual(proc.stdout, "")
+        self.assert_no_cycle_ran()
+
+    def assert_no_cycle_ran(self):
+        """Every command refuses the bad config (it is checked when it is loaded): without it, no cycle was stored."""
+        self.assertUserError(self.kiri("status"), "config file")
+        (self.home / "config.ini").unlink()
         self.assertIsNone(self.status()["last_cycle"])
 
     def test_a_likelihood_level_of_1_or_more_is_refused(self):
@@ -729,7 +735,7 @@ class Regressions(LoopCommandLine):
         (self.home / "config.ini").write_text("[kiri]\nlikelihood_alert = 1.5\n", encoding="utf-8")
         proc = self.kiri("daemon", "--once")
         self.assertUserError(proc, "setting likelihood_alert must be below 1, got '1.5'")
-        self.assertIsNone(self.status()["last_cycle"])
+        self.assert_no_cycle_ran()
         (self.home / "config.ini").write_text("[kiri]\nlikelihood_window = 2.5\n", encoding="utf-8")
         self.assertUserError(self.kiri("daemon", "--once"),
                              "setting likelihood_window must be a whole number of readings, got '2.5'")

@@ -15,7 +15,7 @@ LAYERS = [   # each layer may import itself and the layers listed before it, nev
     ("core",   ["kiri.core"]),
     ("atoms",  ["kiri.atoms", "kiri.stream"]),
     ("loop",   ["kiri.config", "kiri.store", "kiri.alerts", "kiri.outbox", "kiri.daemon", "kiri.lifecycle", "kiri.compose",
-                "kiri.status", "kiri.lock"]),
+                "kiri.status", "kiri.lock", "kiri.check"]),
     ("faces",  ["kiri.cli", "kiri.__main__", "kiri.notify", "kiri.web", "kiri.metrics", "kiri.bench", "kiri.units",
                 "kiri.demo", "kiri.names", "kiri.setup"]),
 ]

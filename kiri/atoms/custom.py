@@ -18,11 +18,17 @@ import shlex
 from types import SimpleNamespace
 
 from ..errors import KiriError
-from ..ground import is_finite_number
+from ..ground import is_finite_number, one_line
 from . import RESERVED
 from .atom import AtomSpec
 from .nerve import schema as nerve
 from .sources import CollectorError, run_command
+
+# The bounds of a declared atom's numbers; INTERVAL_MAX bounds the built-in atoms' intervals
+# too (config.NUMBERS): a reading at most weekly, training at most 100,000 steps.
+INTERVAL_MAX = 7 * 86400
+STEPS_MAX = 100_000
+
 
 def parse_schema(name, text):
     """'T=20:100:8 Q=learn:6' → {"T": (20.0, 100.0, 8), "Q": {"learn": 6}}."""
@@ -66,22 +72,28 @@ def make_module(name, section):
         interval, steps = float(section.get("interval", 300)), int(section.get("steps", 500))
     except ValueError:
         raise KiriError(f"atom {name}: interval and steps must be numbers") from None
-    if interval <= 0 or steps < 1:
-        raise KiriError(f"atom {name}: interval and steps must be greater than 0")
+    if not 0 < interval <= INTERVAL_MAX:   # nan too: it compares false, and would be due every tick
+        raise KiriError(f"atom {name}: interval must be greater than 0 and at most {INTERVAL_MAX} seconds, "
+                        f"got {section.get('interval')!r}")
+    if not 1 <= steps <= STEPS_MAX:
+        raise KiriError(f"atom {name}: steps must be from 1 to {STEPS_MAX}, got {section.get('steps')!r}")
     # One previous reading as context, when two readings still fit the 16-token block.
     context = 1 if 2 * (len(schema) + 1) <= 17 else 0
     if len(schema) + 1 > 17:
         raise KiriError(f"atom {name}: at most 16 fields fit a 16-token block")
     spec = AtomSpec(name=name, schema=schema, labels={f: (f, "") for f in schema},
                     context=context, interval=interval, steps=steps)
-    argv = shlex.split(section["command"])
+    try:
+        argv = shlex.split(section["command"])
+    except ValueError as e:   # an unclosed quote: "No closing quotation"
+        raise KiriError(f"atom {name}: command {section['command']!r} cannot be split into words: {e}") from None
 
     def read(spec, settings, store):
         text = run_command(argv, source=name)
         try:
             values = json.loads(text)
         except ValueError:
-            raise CollectorError(f"{name}: the command did not print one JSON object: {text.strip()[:80]!r}") from None
+            raise CollectorError(f"{name}: the command did not print one JSON object: {one_line(repr(text.strip()), 80)}") from None
         if not isinstance(values, dict):
             raise CollectorError(f"{name}: the command printed {type(values).__name__}, not a JSON object")
         missing = [f for f in schema if f not in values]
@@ -90,7 +102,7 @@ def make_module(name, section):
         for f in schema:
             v = values[f]
             if not is_finite_number(v):
-                raise CollectorError(f"{name}: field {f} must be a finite number, got {v!r}")
+                raise CollectorError(f"{name}: field {f} must be a finite number, got {one_line(repr(v), 80)}")
         return {f: values[f] for f in schema}, "command"
 
     def synthetic(rng, ts):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..core.engines import make_engine
+from ..core.language import StateLanguage
 from ..core.model import NAMES_CONFIG, PULSE_CONFIG, init_params
 from ..core.surprise import mean_surprise, token_surprises
 from ..core.weights import Weights, save
@@ -45,12 +46,17 @@ def scoring_seconds(engine_name, tokens, calls):
     return seconds_per_call(lambda: mean_surprise(token_surprises(model, tokens)), calls)
 
 
+# The seed's Pulse language (43 tokens): PULSE_CONFIG's vocabulary, without the clock.
+SEED_LANGUAGE = StateLanguage("pulse", {"C": (0, 100, 10), "M": (0, 100, 10), "D": (0, 100, 10),
+                                        "S": (0, 100, 5), "L": (0, 20, 5), "N": (0, 1, 2)})
+
+
 def scoring_peak_rss_mb(tokens, calls=200):
     """Peak resident memory of a fresh process that loads pulse weights and scores."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pulse.json"
         params = init_params(PULSE_CONFIG, random.Random(0))
-        save(path, Weights(PULSE_CONFIG, {"kind": "bench"}, params))
+        save(path, Weights(PULSE_CONFIG, SEED_LANGUAGE.to_dict(), params))
         code = (
             "from kiri.bench.speed import score_from_file, peak_rss_mb\n"
             f"score_from_file({str(path)!r}, {tokens!r}, {calls})\n"

@@ -7,12 +7,13 @@ vocabulary it was not trained on.
 """
 
 import bisect
-import math
 
-from ..errors import KiriError
 from ..ground import is_finite_number
 
 BOS_TOKEN = "<BOS>"
+# More buckets than this in one field would teach a tiny model nothing; the bound also keeps a
+# language read from a hand-edited weights file from building millions of tokens.
+MAX_BUCKETS = 1000
 
 
 class CharLanguage:
@@ -78,16 +79,19 @@ class StateLanguage:
                 raise ValueError(f"{name}: field prefix must be letters, got {prefix!r}")
             self.first[prefix] = len(self.tokens)
             if isinstance(spec, dict) and "edges" in spec:
-                edges = [float(e) for e in spec["edges"]]
-                if len(edges) < 2 or any(not math.isfinite(e) for e in edges) or edges != sorted(set(edges)):
-                    raise ValueError(f"{name}: field {prefix} needs at least two increasing finite edges, got {spec!r}")
-                self.edges[prefix] = edges
+                edges = spec["edges"]
+                if not isinstance(edges, list) or not 2 <= len(edges) <= MAX_BUCKETS + 1 \
+                        or not all(is_finite_number(e) for e in edges) or edges != sorted(set(edges)):
+                    raise ValueError(f"{name}: field {prefix} needs 2 to {MAX_BUCKETS + 1} increasing finite edges, "
+                                     f"got {spec!r}")
+                self.edges[prefix] = edges = [float(e) for e in edges]
                 self.tokens += [f"{prefix}<"] + [f"{prefix}{b}" for b in range(len(edges) - 1)] + [f"{prefix}>"]
             elif isinstance(spec, dict):
-                labels = list(spec.get("labels") or [])
-                if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+                labels = spec.get("labels")
+                if not isinstance(labels, (list, tuple)) or not labels or \
+                        not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
                     raise ValueError(f"{name}: field {prefix} needs distinct, non-empty text labels, got {spec!r}")
-                self.labels[prefix] = labels
+                self.labels[prefix] = labels = list(labels)
                 self.tokens += labels
             else:
                 lo, hi, buckets, optional = self._numeric(name, prefix, spec)
@@ -108,16 +112,16 @@ class StateLanguage:
 
     @staticmethod
     def _numeric(name, prefix, spec):
-        try:
-            lo, hi, buckets = float(spec[0]), float(spec[1]), spec[2]
-            optional = len(spec) > 3 and spec[3] == "optional"
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise ValueError(f"{name}: field {prefix} needs (lo, hi, buckets), got {spec!r}") from None
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"{name}: field {prefix} needs lo < hi, got {spec!r}")
-        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
-            raise ValueError(f"{name}: field {prefix} needs a positive whole number of buckets, got {buckets!r}")
-        return lo, hi, buckets, optional
+        if not isinstance(spec, (tuple, list)) or len(spec) not in (3, 4) or (len(spec) == 4 and spec[3] != "optional"):
+            raise ValueError(f"{name}: field {prefix} needs (lo, hi, buckets) or (lo, hi, buckets, \"optional\"), "
+                             f"got {spec!r}")
+        lo, hi, buckets = spec[:3]
+        if not (is_finite_number(lo) and is_finite_number(hi) and lo < hi):
+            raise ValueError(f"{name}: field {prefix} needs finite numbers lo < hi, got {spec!r}")
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= MAX_BUCKETS:
+            raise ValueError(f"{name}: field {prefix} needs a whole number of buckets from 1 to {MAX_BUCKETS}, "
+                             f"got {buckets!r}")
+        return float(lo), float(hi), buckets, len(spec) == 4
 
     def token_for(self, prefix, value):
         """(token id, clamped) for a value of one field."""
@@ -247,10 +251,22 @@ def quantile_edges(values, buckets, margin=EDGE_MARGIN):
 
 
 def language_from_dict(d):
-    """Rebuild the language saved in a weights file."""
-    if d.get("kind") == CharLanguage.kind:
+    """Rebuild the language saved in a weights file (to_dict's form); anything else, whatever
+    its shape, is a ValueError saying what is wrong."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind == CharLanguage.kind:
+        if not isinstance(d.get("chars"), str) or not d["chars"]:
+            raise ValueError(f"a character language needs its characters as text, got {d.get('chars')!r}")
         return CharLanguage(d["chars"])
-    if d.get("kind") == StateLanguage.kind:
-        return StateLanguage(d["name"], {entry[0]: entry[1] if len(entry) == 2 else tuple(entry[1:])
-                                         for entry in d["schema"]})
-    raise KiriError(f"unknown language kind {d.get('kind')!r} in weights file")
+    if kind == StateLanguage.kind:
+        name, schema = d.get("name"), d.get("schema")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a state language needs a name, got {name!r}")
+        if not isinstance(schema, list) or \
+                not all(isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[0], str) for entry in schema):
+            raise ValueError(f"{name}: the schema must be a list of [field, spec …] entries")
+        if len({entry[0] for entry in schema}) != len(schema):
+            raise ValueError(f"{name}: the schema names a field twice")
+        return StateLanguage(name, {entry[0]: entry[1] if len(entry) == 2 else tuple(entry[1:]) for entry in schema})
+    raise ValueError(f"unknown language kind {kind!r}" if isinstance(d, dict) else
+                     f"a language is a JSON object, got {type(d).__name__}")

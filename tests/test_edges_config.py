@@ -1,0 +1,107 @@
+"""The config at the edges (issue 13): every number has a type and bounds, checked when the
+settings are loaded, so a value accepted at start can no longer be fatal hours later (a tick
+of inf stopped the daemon); a config file that is there but cannot be read, or a KIRI_CONFIG
+naming nothing, is one line and a non-zero exit, never silently "no settings".
+"""
+
+import math
+import os
+import tempfile
+import unittest
+from pathlib import Path
+
+from kiri.config import NUMBERS, load_settings
+from kiri.errors import KiriError
+from tests.test_edges_files import EdgeCommandLine
+
+
+class EveryNumber(unittest.TestCase):
+    """In process, key by key: the class of mistake, not the few values the issue found."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.home = Path(tmp.name)
+
+    def refused(self, key, text, said):
+        name = "KIRI_" + key.upper()
+        with self.assertRaises(KiriError) as caught:
+            load_settings(home=self.home, env={name: text})
+        message = str(caught.exception)
+        self.assertTrue(message.startswith(f"{name}: setting {key} "), message)
+        self.assertIn(said, message)
+        self.assertEqual(len(message.splitlines()), 1)
+
+    def test_each_number_is_bounded_when_the_settings_are_loaded(self):
+        for key, (unit, most, whole) in NUMBERS.items():
+            with self.subTest(key=key):
+                for text, said in [("inf", "at most"), ("1e30", "at most"), ("-inf", "greater than 0"),
+                                   ("nan", "must be a number"), ("0", "greater than 0"), ("-1", "greater than 0"),
+                                   ("ten", "must be a number"), ("0x10", "must be a number")]:
+                    if key == "likelihood_alert" and said == "at most":
+                        said = "below 1"
+                    self.refused(key, text, said)
+                if whole:
+                    self.refused(key, "2.5", f"whole number of {unit}")
+                highest = load_settings(home=self.home, env={"KIRI_" + key.upper(): str(most if key != "likelihood_alert" else 0.99)})
+                self.assertTrue(math.isfinite(highest.number(key)))
+
+    def test_a_value_from_the_file_names_the_file(self):
+        for line, said in [("tick = 1e10", "setting tick must be at most"),
+                           ("tick =", "setting tick must be a number, got ''")]:
+            (self.home / "config.ini").write_text(f"[kiri]\n{line}\n", encoding="utf-8")
+            with self.assertRaisesRegex(KiriError, rf"^config file {self.home / 'config.ini'}: {said}"):
+                load_settings(home=self.home, env={})
+
+
+class ConfigFile(EdgeCommandLine):
+    def write_config(self, text):
+        self.home.mkdir(exist_ok=True)
+        path = self.home / "config.ini"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def test_numbers_that_were_fatal_later_are_refused_by_every_command(self):
+        for line, said in [("tick = inf", "setting tick must be at most 3,600 seconds, got 'inf'"),
+                           ("tick = 1e10", "setting tick must be at most"),
+                           ("likelihood_window = 1e30", "setting likelihood_window must be at most"),
+                           ("pulse_interval = nan", "setting pulse_interval must be a number, got 'nan'")]:
+            path = self.write_config(f"[kiri]\n{line}\n")
+            for args in (("status",), ("daemon", "--once"), ("pulse", "score")):
+                with self.subTest(line=line, args=args):
+                    self.assertUserError(self.kiri(*args), f"config file {path}: {said}")
+        path.unlink()
+        self.assertUserError(self.kiri("status", env={"KIRI_TICK": "inf"}), "KIRI_TICK: setting tick must be at most")
+
+    def test_a_declared_atoms_settings_are_checked_when_loaded(self):
+        atom = "[kiri]\n[atom:gpu]\nschema = T=0:100:5\n"
+        for lines, said in [("command = 'unterminated\n", "atom gpu: command \"'unterminated\" cannot be split"),
+                            ("command = echo\ninterval = nan\n", "atom gpu: interval must be greater than 0"),
+                            ("command = echo\ninterval = inf\n", "atom gpu: interval must be greater than 0"),
+                            ("command = echo\nsteps = 10000000000\n", "atom gpu: steps must be from 1 to")]:
+            path = self.write_config(atom + lines)
+            for args in (("status",), ("daemon", "--once")):
+                with self.subTest(lines=lines, args=args):
+                    self.assertUserError(self.kiri(*args), f"config file {path}: {said}")
+
+    def test_a_config_that_cannot_be_read_is_not_ignored(self):
+        path = self.write_config("[kiri]\ntelegram_token = 1:x\ntelegram_chat_id = 5\n")
+        path.chmod(0)
+        self.assertUserError(self.restricted("alerts", "test"), f"cannot read config file {path}: Permission denied")
+        path.chmod(0o600)
+        path.write_bytes(b"[kiri]\n\xff\n")
+        self.assertUserError(self.kiri("status"), "is not UTF-8 text")
+        path.unlink()
+        os.symlink(str(self.tmp / "nothing"), str(path))
+        self.assertUserError(self.kiri("status"), "is a link to a file that does not exist")
+
+    def test_kiri_config_naming_nothing_usable_is_one_line(self):
+        self.home.mkdir()
+        for target, said in [(self.tmp / "missing.ini", "which does not exist"), (self.tmp, "is a folder"),
+                             (Path(os.devnull), "is not a regular file")]:
+            with self.subTest(target=target):
+                self.assertUserError(self.kiri("alerts", "test", env={"KIRI_CONFIG": str(target)}), said)
+
+
+if __name__ == "__main__":
+    unittest.main()
