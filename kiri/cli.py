@@ -26,6 +26,7 @@ from .ground import atomic_file
 EXIT_USER_ERROR = 1
 EXIT_BAD_USAGE = 2
 EXIT_NOT_RUNNING = 3   # `kiri daemon status`: stopped, stale or never run (as `systemctl is-active`)
+EXIT_CYCLE_ERRORS = 4  # `kiri daemon --once`: the cycle ran, and something in it failed
 
 
 class Parser(argparse.ArgumentParser):
@@ -542,7 +543,12 @@ def run_daemon(args):
         daemon.rotate_unit_output(settings.home)
         d = daemon.Daemon(settings, store, sinks=notify.sinks_from_settings(settings), mode=mode)
         if args.once:
-            print(daemon.describe_cycle(d.cycle(inject=inject)))
+            result = d.cycle(inject=inject)
+            print(daemon.describe_cycle(result))
+            if result.errors:   # cron and scripts see it; the cycle's lines above say what
+                print(f"kiri daemon --once: the cycle had {len(result.errors)} error(s); more in {settings.log_path}",
+                      file=sys.stderr)
+                return EXIT_CYCLE_ERRORS
         else:
             d.install_signal_handlers()
             print(f"kiri daemon: running (log {settings.log_path}); Ctrl-C or SIGTERM stops it", flush=True)

@@ -144,6 +144,15 @@ class LoopCommandLine(CommandLineAssertions, unittest.TestCase):
 # --- kiri daemon --once --------------------------------------------------------------
 
 class DaemonOnce(LoopCommandLine):
+    def test_once_exits_4_when_its_cycle_had_errors(self):
+        self.use_trained_home()
+        env = {"KIRI_TELEGRAM_TOKEN": "123:abc", "KIRI_TELEGRAM_CHAT_ID": "42",
+               "KIRI_TELEGRAM_API": "http://127.0.0.1:9"}   # nothing listens on the discard port
+        proc = self.kiri("daemon", "--once", env=env)
+        self.assertEqual(proc.returncode, 4, proc.stdout + proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+        self.assertIn("the cycle had 1 error(s)", proc.stderr)
+
     def test_empty_home_names_every_atom_and_has_nothing_to_decide(self):
         lines = self.once()
         atoms = self.atom_lines(lines)
