@@ -114,8 +114,8 @@ def _reopen_if_writing_to(fd, old, path):
     os.close(new)
 
 
-AFTER_STEPS = {"score_leftovers": "score the readings a stop left unscored", "deliver_and_poll": "deliver alerts",
-               "housekeeping": "do housekeeping", "prune_old": "prune old history"}
+AFTER_STEPS = {"score_leftovers": "pick up the readings a stop left unscored or undecided",
+               "deliver_and_poll": "deliver alerts", "housekeeping": "do housekeeping", "prune_old": "prune old history"}
 
 
 @dataclass
