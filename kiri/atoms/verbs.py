@@ -17,7 +17,8 @@ from ..core.surprise import AnomalyLikelihood
 from ..errors import KiriError
 from ..ground import one_line
 from . import BUILTIN
-from .atom import CLOCK, MIN_OBSERVATIONS, TRAIN_WINDOW, Atom, command_for
+from .atom import MIN_OBSERVATIONS, TRAIN_WINDOW, Atom, command_for
+from .fit import clock_fields
 from .sources import CollectorError
 
 
@@ -179,7 +180,7 @@ def parse_observation(spec, text):
         if not math.isfinite(values[key]):
             raise KiriError(f"{spec.name}: field {key} must be a finite number, got {one_line(repr(raw), 40)}")
     # An atom's clock (its hour and weekday) may be given, else it is now's.
-    missing = [k for k in spec.schema if k not in values and not (spec.clock and k in CLOCK)]
+    missing = [k for k in spec.schema if k not in values and k not in clock_fields(spec)]
     if missing:
         raise KiriError(f"{spec.name}: field {missing[0]} is missing from {text!r}")
     return values
