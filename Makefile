@@ -22,13 +22,14 @@ else
 	$(PY39) tests/run.py
 endif
 
-# Benchmarks print their figures (month: the daemon through 30 simulated days, ~30 min);
+# Benchmarks print their figures (month: the daemon through 30 simulated days, ~30 min; fuzz: ~10 min);
 # `nab` reads ../shared/nab (the shared NAB subset) when it is there.
 NAB ?= ../shared/nab
 bench:
 	$(PYTHON) -m kiri bench speed
 	$(PYTHON) -m kiri bench train
 	$(PYTHON) -m kiri bench month
+	$(PYTHON) -m kiri bench fuzz --cases 20000
 	@if [ -d "$(NAB)/data" ]; then \
 	  $(PYTHON) -m kiri bench nab --data $(NAB) --out /tmp/kiri-nab-results --jobs 2 && \
 	  $(PYTHON) -m kiri bench nab-score --data $(NAB) --windows $(NAB)/dev_windows.json --results /tmp/kiri-nab-results; \

@@ -110,14 +110,19 @@ def covering(active, situation):
     on while task flow is flagged too is still the load storm, and the task flow may
     already have its own alert.
     """
-    found = []
+    parts = covered_parts(active, situation)
+    if None in parts.values():
+        return []
+    return list({a["id"]: a for a in parts.values()}.values())
+
+
+def covered_parts(active, situation):
+    """{atom: the alert among `active` (newest first) whose situation has that atom's part
+    of `situation`, or None where that part is news}."""
+    found = {}
     for atom, part in _situation_tokens(situation).items():
         one = f"{atom}:{'+'.join(sorted(part))}" if part else atom
-        match = next((a for a in active if any(same_situation(p, one) for p in _parts(a["situation"]))), None)
-        if match is None:
-            return []
-        if match not in found:
-            found.append(match)
+        found[atom] = next((a for a in active if any(same_situation(p, one) for p in _parts(a["situation"]))), None)
     return found
 
 

@@ -172,10 +172,10 @@ def forget(store, specs, atom, since=None, until=None, source=None, bad=False, e
         raise KiriError("forget: say which readings: --since, --until, --source, --bad, or --all for every one")
     now = time.time() if now is None else now
     among = None
-    if bad:
-        spec = specs.get(atom)
-        among = [obs["id"] for obs in store.each_observation(atom) if spec is None or why_bad(obs, spec, now)]
-    try:
+    try:   # a name or a source the store refuses (not a name, not UTF-8) is the user's, with --bad too
+        if bad:
+            spec = specs.get(atom)
+            among = [obs["id"] for obs in store.each_observation(atom) if spec is None or why_bad(obs, spec, now)]
         return store.forget_observations(atom, since, until, source, among=among, dry_run=dry_run)
     except ValueError as e:
         raise KiriError(f"forget: {e}") from None

@@ -20,8 +20,9 @@ from .core.sample import DEFAULT_TEMPERATURE
 from .core.train import Progress
 from .atoms import BUILTIN
 from .atoms.drift.schema import EVENTS as DRIFT_EVENTS
+from .bench.fuzz import CASES_MAX as FUZZ_CASES_MAX, EDGE_NAMES as FUZZ_EDGES
 from .errors import KiriError
-from .ground import atomic_file
+from .ground import atomic_file, printable
 
 EXIT_USER_ERROR = 1
 EXIT_BAD_USAGE = 2
@@ -33,11 +34,42 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, not a usage dump plus a line."""
 
     def error(self, message):
-        self.exit(EXIT_BAD_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_BAD_USAGE, f"{self.prog}: error: {printable(message)}\n")
 
 
 def positive_int(text):
     return _number(text, int, lambda v: v >= 1, "an integer of at least 1")
+
+
+SQLITE_INT_MAX = 2 ** 63 - 1   # the largest integer SQLite keeps: an id or a LIMIT beyond it is no number to it
+
+
+def row_id(text):
+    return _number(text, int, lambda v: 1 <= v <= SQLITE_INT_MAX, f"an id from 1 to {SQLITE_INT_MAX}")
+
+
+def row_count(text):
+    return _number(text, int, lambda v: 1 <= v <= SQLITE_INT_MAX, f"a count from 1 to {SQLITE_INT_MAX}")
+
+
+def bounded_int(most):
+    """An integer from 1 to `most`: a count whose work (or memory) grows with it, where no use
+    needs more and a typo of a few digits would run out of memory instead of being refused."""
+    return lambda text: _number(text, int, lambda v: 1 <= v <= most, f"an integer from 1 to {most}")
+
+
+def task_count(text):
+    """Drift's counts of one period: any number above its top bucket (10) reads the same, and one
+    beyond a float (a 400-digit typo) is no reading the store keeps."""
+    return _number(text, int, lambda v: 0 <= v <= 1_000_000, "an integer from 0 to 1000000")
+
+
+def atom_name(text):
+    """An atom's name as the store keeps one (a name of bytes that are not UTF-8 cannot be one)."""
+    from .store import ATOM_NAME
+    if not ATOM_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"expected an atom's name (letters, digits and _), got {text!r}")
+    return text
 
 
 def wait_seconds(text):
@@ -63,6 +95,14 @@ def reading_counts(text):
             for part in text.split(",")]
 
 
+def fuzz_cases(text):
+    return _number(text, int, lambda v: 1 <= v <= FUZZ_CASES_MAX, f"a whole number of cases from 1 to {FUZZ_CASES_MAX}")
+
+
+def fuzz_timeout(text):
+    return _number(text, float, lambda v: 0.1 <= v <= 600, "a number of seconds from 0.1 to 600")
+
+
 def month_days(text):
     return _number(text, int, lambda v: 1 <= v <= 60, "a whole number of days from 1 to 60")
 
@@ -81,7 +121,8 @@ def add_training_flags(p, steps, seed=42):
     p.add_argument("--steps", type=positive_int, default=steps,
                    help="training steps (default %s)" % (steps or "the atom's, 500"))
     p.add_argument("--seed", type=nonnegative_int, default=seed, help=f"random seed (default {seed})")
-    p.add_argument("--batch", type=positive_int, default=1, help="sequences per step, gradients averaged (default 1)")
+    p.add_argument("--batch", type=bounded_int(10_000), default=1,
+                   help="sequences per step, gradients averaged, 1..10000 (default 1)")
     p.add_argument("--metrics", metavar="FILE", help="write one JSON line per step (step, loss, lr, seconds)")
     add_engine_flag(p)
 
@@ -112,14 +153,14 @@ def add_atom_verbs(group, atom):
 
     p = verbs.add_parser("collect", help="take readings and store them (one, or every --interval for --duration)")
     if atom == "drift":
-        p.add_argument("--added", type=nonnegative_int, help="tasks added in this period")
-        p.add_argument("--completed", type=nonnegative_int, help="tasks completed in this period")
-        p.add_argument("--switched", type=nonnegative_int, help="project switches in this period")
+        p.add_argument("--added", type=task_count, help="tasks added in this period (0..1000000)")
+        p.add_argument("--completed", type=task_count, help="tasks completed in this period (0..1000000)")
+        p.add_argument("--switched", type=task_count, help="project switches in this period (0..1000000)")
     else:
         p.add_argument("--interval", type=positive_float, help="seconds between readings")
         p.add_argument("--duration", type=positive_float, help="seconds to keep collecting")
-    p.add_argument("--synthetic", "--dry-run", dest="synthetic", type=positive_int, metavar="N",
-                   help="instead, write N synthetic observations with daily/weekly patterns, ending now")
+    p.add_argument("--synthetic", "--dry-run", dest="synthetic", type=bounded_int(1_000_000), metavar="N",
+                   help="instead, write N synthetic observations with daily/weekly patterns, ending now (1..1000000)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the synthetic history (default 0)")
     add_home_and_run(p, run_collect, **atom_default)
 
@@ -173,14 +214,14 @@ def add_loop_commands(commands):
 
     p = commands.add_parser("alerts", help="list alerts with ids, state and feedback; `alerts test` sends a test alert")
     p.add_argument("--json", action="store_true", help="print one JSON array")
-    p.add_argument("--limit", type=positive_int, default=50, help="how many, newest first (default 50)")
+    p.add_argument("--limit", type=row_count, default=50, help="how many, newest first (default 50)")
     add_home_and_run(p, run_alerts)
     sub = p.add_subparsers(dest="alerts_verb", metavar="test", parser_class=Parser)
     q = sub.add_parser("test", help="send a test alert with buttons through every configured sink")
     add_home_and_run(q, run_alerts_test)
 
     p = commands.add_parser("feedback", help="answer an alert: approve (it mattered) or dismiss (it did not)")
-    p.add_argument("alert_id", type=positive_int, metavar="ALERT-ID")
+    p.add_argument("alert_id", type=row_id, metavar="ALERT-ID")
     p.add_argument("verdict", choices=("approve", "dismiss"))
     add_home_and_run(p, run_feedback)
 
@@ -234,7 +275,7 @@ def build_parser():
     p.add_argument("--out", metavar="FILE", help="weights file to write (default KIRI_HOME/weights/names.json)")
     p.set_defaults(run=run_names_train)
     p = names_verbs.add_parser("sample", help="print generated names from saved weights")
-    p.add_argument("-n", type=positive_int, default=20, help="how many names (default 20)")
+    p.add_argument("-n", type=bounded_int(100_000), default=20, help="how many names, 1..100000 (default 20)")
     p.add_argument("--temperature", type=positive_float, default=DEFAULT_TEMPERATURE,
                    help=f"sampling temperature > 0 (default {DEFAULT_TEMPERATURE})")
     p.add_argument("--seed", type=nonnegative_int, default=None, help="random seed (default: random)")
@@ -257,7 +298,7 @@ def build_parser():
     add_home_and_run(p, run_task)
 
     p = commands.add_parser("export", help="write stored observations as JSON lines")
-    p.add_argument("--atom", help="only this atom's observations")
+    p.add_argument("--atom", type=atom_name, help="only this atom's observations")
     p.add_argument("--format", choices=("jsonl",), default="jsonl", help="output format (jsonl)")
     p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     add_home_and_run(p, run_export)
@@ -275,7 +316,7 @@ def build_parser():
     p.add_argument("--home", metavar="DIR", help="a new or empty folder for the demo (default: a new temporary folder)")
     p.set_defaults(run=run_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks: speed, train, month, nab, nab-score")
+    bench = commands.add_parser("bench", help="benchmarks: speed, train, month, nab, nab-score, fuzz")
     bench_kinds = required_subcommands(bench, "kind", "BENCH")
     p = bench_kinds.add_parser("speed", help="reference vs fast engine: training step, scoring, memory")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -297,7 +338,7 @@ def build_parser():
     p.add_argument("--data", required=True, metavar="DIR", help="NAB root: CSVs under DIR/data/<category>/")
     p.add_argument("--out", required=True, metavar="RESULTS", help="results root (RESULTS/kiri/<category>/…)")
     p.add_argument("--files", metavar="GLOB", help='only these, e.g. "realAWSCloudwatch/*.csv"')
-    p.add_argument("--jobs", type=positive_int, default=1, help="files in parallel processes (default 1)")
+    p.add_argument("--jobs", type=bounded_int(256), default=1, help="files in parallel processes, 1..256 (default 1)")
     p.add_argument("--windows", metavar="FILE", help="windows file, used only to fill the label column "
                    "(default: DIR/dev_windows.json or DIR/labels/combined_windows.json if present)")
     p.set_defaults(run=run_bench_nab)
@@ -308,6 +349,15 @@ def build_parser():
     p.add_argument("--detector", default="kiri", help="detector name, letters and digits (default kiri)")
     p.add_argument("--pattern", metavar="GLOB", help="only data files whose <category>/<file>.csv matches")
     p.set_defaults(run=run_bench_nab_score)
+    p = bench_kinds.add_parser("fuzz", help="seeded hostile inputs into every edge: refusals, tracebacks, hangs, memory")
+    p.add_argument("--cases", type=fuzz_cases, default=2100,
+                   help="cases in all, shared evenly by the edges run, 1..10000000 (default 2100)")
+    p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the generators (default 1)")
+    p.add_argument("--edge", action="append", choices=FUZZ_EDGES,
+                   help="only this edge (repeat for more; default: every edge)")
+    p.add_argument("--timeout", type=fuzz_timeout, default=10.0,
+                   help="seconds a case may take before it counts as a hang, 0.1..600 (default 10)")
+    p.set_defaults(run=run_bench_fuzz)
     return parser
 
 
@@ -694,6 +744,11 @@ def run_bench_month(args):
     (month_kill if args.kill else month).run(days=args.days, seed=args.seed, report=print_flush)
 
 
+def run_bench_fuzz(args):
+    from .bench import fuzz
+    return fuzz.main(cases=args.cases, seed=args.seed, edges=args.edge, timeout=args.timeout, report=print_flush)
+
+
 def run_bench_nab(args):
     from .bench import nab
     settings_for(args).output_path(args.out, "--out", folder=True)
@@ -707,6 +762,10 @@ def run_bench_nab_score(args):
 
 
 def main(argv=None):
+    # An argument of bytes that are not UTF-8 (a file or folder so named) reaches Python as lone
+    # surrogates; printed back it is those same bytes, as `ls` prints such a name, not a crash.
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
     try:
         code = args.run(args)
@@ -739,7 +798,7 @@ def fail(message):
         sys.stdout.flush()
     except OSError:
         silence_stdout()
-    print(f"kiri: error: {message}", file=sys.stderr)
+    print(f"kiri: error: {printable(message, 2000)}", file=sys.stderr)
     return EXIT_USER_ERROR
 
 

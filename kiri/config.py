@@ -21,7 +21,7 @@ from .core.engines import DEFAULT_ENGINE, ENGINES
 from .atoms import RESERVED, custom
 from .atoms.custom import INTERVAL_MAX
 from .errors import KiriError
-from .ground import atomic_write, default_home
+from .ground import atomic_write, default_home, expand_user, printable
 
 # key -> (default, what it means). Values are text, as a config file or the environment gives them.
 KEYS = {
@@ -41,12 +41,12 @@ KEYS = {
     "pulse_interval": ("300", "seconds between Pulse readings in the daemon"),
     "rhythm_interval": ("300", "seconds between Rhythm readings in the daemon"),
     "drift_interval": ("3600", "seconds per Drift period in the daemon"),
-    "tick": ("30", "seconds the daemon sleeps between checks for due work"),
+    "tick": ("30", "seconds from the start of one daemon cycle to the next (checks for due work)"),
     "alert_after": ("2", "an atom alerts when this many readings in a row are over its threshold (or its likelihood is)"),
     "alert_cooldown": ("3600", "seconds during which repeats of one situation merge into one alert"),
     "likelihood_window": ("12", "an atom's recent readings: how many are averaged for its likelihood"),
     "likelihood_history": ("2000", "how many readings before them the likelihood compares with"),
-    "likelihood_alert": ("0.1", "flag an atom whose likelihood is above this (between 0 and 1)"),
+    "likelihood_alert": ("0.3", "flag an atom whose likelihood is above this (between 0 and 1)"),
     "retrain_days": ("7", "each atom retrains on its last N days, every N days"),
     "learn_after": ("288", "an atom with no model trains itself once it has this many real readings (a day at 5 min)"),
     "spawn_after": ("", "the old name of learn_after (used when learn_after is not set)"),
@@ -140,7 +140,8 @@ class Settings:
 
     def paths(self, key):
         text = self.get(key).replace(",", os.pathsep)
-        return [Path(p).expanduser() for p in text.split(os.pathsep) if p.strip()]
+        # os.path's expanduser leaves a ~name of no user as it is: that repository is not there, and Rhythm says so.
+        return [Path(os.path.expanduser(p)) for p in text.split(os.pathsep) if p.strip()]
 
     @property
     def learn_after(self):
@@ -232,7 +233,7 @@ def load_settings(home=None, engine=None, env=None, missing_config_ok=False):
     A KIRI_CONFIG naming no file is an error, unless `missing_config_ok` (for `kiri setup`, which
     writes it); KIRI_HOME/config.ini is optional."""
     env = os.environ if env is None else env
-    home_path = Path(home).expanduser() if home else default_home(env)
+    home_path = expand_user(home, "--home") if home else default_home(env)
     check_home(home_path)
     values = dict(DEFAULTS)
     path = config_path(home_path, env)
@@ -298,6 +299,9 @@ def read_config_file(path, must_exist=False):
         raise KiriError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
     if len(text) > MAX_CONFIG_BYTES:
         raise KiriError(f"config file {path} is over {MAX_CONFIG_BYTES // 1000} kB: not a KIRI config")
+    if "\x00" in text:   # no text file holds one, and no path or command can (a CA file, a disk, a repository)
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise KiriError(f"config file {path} holds a NUL character (line {line}): not a text file")
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=str(path))
@@ -314,10 +318,11 @@ def read_config_file(path, must_exist=False):
         if section.startswith("atom:"):
             name = section[len("atom:"):].strip()
             if name.lower() in RESERVED:
-                raise KiriError(f"config file {path}: [{section}] takes the name of a built-in atom; choose another")
+                raise KiriError(f"config file {path}: [{printable(section, 80)}] takes the name of a built-in atom; "
+                                "choose another")
             atoms[name] = dict(parser[section])
         elif section != "kiri":
-            raise KiriError(f"config file {path}: unknown section [{section}] (expected [kiri] or [atom:NAME])")
+            raise KiriError(f"config file {path}: unknown section [{printable(section, 80)}] (expected [kiri] or [atom:NAME])")
     return values, atoms
 
 

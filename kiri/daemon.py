@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import lifecycle, outbox
-from .alerts import covering, format_alert, like_dismissed, situation_of
+from .alerts import covered_parts, format_alert, like_dismissed, situation_of
 from .atoms import nerve, verbs
 from .atoms.atom import Atom
 from .atoms.score import Score
@@ -46,6 +46,7 @@ STOPPED_KEY = "daemon.stopped"        # {"ts", "pid"} when run_forever ends: a d
 LAST_CYCLE_KEY = "daemon.last_cycle"
 NERVE_TRAINED_KEY = "nerve.trained_at"
 NERVE_ANSWERS_KEY = "nerve.answers_at_training"
+NERVE_CLOCK_KEY = "nerve.trained_clock"   # when a training stamp from the future was first seen (lifecycle.age_since)
 PRUNED_KEY = "store.pruned_at"   # when the last prune finished
 PRUNE_EVERY = 3600               # seconds between prunes: old rows are not urgent
 PRUNE_BATCHES = 20               # short delete transactions per cycle at most (Store.prune)
@@ -115,6 +116,7 @@ def _reopen_if_writing_to(fd, old, path):
 
 
 AFTER_STEPS = {"score_leftovers": "pick up the readings a stop left unscored or undecided",
+               "act_on_interrupted": "act on the decision a stop interrupted",
                "deliver_and_poll": "deliver alerts", "housekeeping": "do housekeeping", "prune_old": "prune old history"}
 
 
@@ -133,16 +135,26 @@ class CycleResult:
 
 
 class Daemon:
-    def __init__(self, settings, store, clock=time.time, sinks=None, mode="once"):
+    def __init__(self, settings, store, clock=time.time, sinks=None, mode="once", monotonic=None):
         """`sinks`: where alerts go (kiri.notify.sinks_from_settings); the log alone by default.
-        `mode`: "forever" or "once", written with each heartbeat so `kiri status` tells them apart."""
+        `mode`: "forever" or "once", written with each heartbeat so `kiri status` tells them apart.
+
+        `clock` gives the wall time every row is stamped with; `monotonic` the time the schedule
+        runs on (is an atom due, when does the next cycle start), which a step of the wall clock
+        (NTP, a dead RTC, a user) never moves. By default time.monotonic, or the injected clock
+        when one is given without it (a simulation's time is one clock: bench month, tests)."""
         self.settings, self.store, self.clock = settings, store, clock
+        if monotonic is None:
+            monotonic = time.monotonic if clock is time.time else clock
+        self.monotonic = monotonic
         self.modules = verbs.all_atoms(settings)
         self.sinks = [outbox.LogSink()] if sinks is None else list(sinks)
         self.stop_event = threading.Event()
         self.mode, self.started = mode, clock()
         self._atoms = {}  # name -> (weights file stamp, Atom): a file is parsed again only when it changes
         self._leftovers_checked = False
+        # atom -> (id, monotonic time) of its newest reading this process knows the age of (_collector)
+        self._last_read = {}
 
     # --- one cycle -------------------------------------------------------------------
 
@@ -151,13 +163,15 @@ class Daemon:
 
         Each atom reads only when its interval has passed, unless `collect_all`.
         """
-        now = self.clock()
+        now, mono = self.clock(), self.monotonic()
         result = CycleResult(ts=now)
         inject = inject or {}
         if not self._leftovers_checked:
             self._leftovers_checked = True
+            self._guarded(self.act_on_interrupted, now, result)
             self._guarded(self.score_leftovers, now, result)
-        pipes = {name: Pipe(name, [("collect", self._collector(name, now, inject.get(name), result, collect_all)),
+        pipes = {name: Pipe(name, [("collect", self._collector(name, now, inject.get(name), result, collect_all,
+                                                               mono)),
                                    ("score", self._scorer(name, result))], on_error=self._log_error)
                  for name in self.modules}
         molecule = Molecule(pipes, decide=lambda scores: self.decide(scores, now, result, bool(inject)),
@@ -194,17 +208,20 @@ class Daemon:
     def interval(self, name):
         return self.modules[name].SPEC.interval
 
-    def _collector(self, name, now, injected, result, collect_all=False):
+    def _collector(self, name, now, injected, result, collect_all=False, mono=None):
         module = self.modules[name]
+        mono = self.monotonic() if mono is None else mono
 
         def collect(_):
             if injected is not None:
                 obs_id = self.store.add_observation(name, injected, ts=now, source="inject")
+                self._last_read[name] = (obs_id, mono)
                 return self.store.observation(obs_id)
-            latest = self.store.latest_observation(name, real_only=True)
-            # A reading "from the future" (the clock stepped back) never blocks collection.
-            if latest and not collect_all and 0 <= now - latest["ts"] < 0.9 * self.interval(name):
-                result.waiting[name] = (f"not due yet (last reading {now - latest['ts']:.0f} s ago, "
+            age = self._reading_age(name, now, mono)
+            # Due at the tick nearest the interval: a reading `tick` early would drift the
+            # schedule (at 0.9 of it, five-minute readings came every 270 s).
+            if age is not None and not collect_all and age < self.interval(name) - self.settings.number("tick") / 2:
+                result.waiting[name] = (f"not due yet (last reading {age:.0f} s ago, "
                                         f"every {self.interval(name):g} s)")
                 return None
             try:
@@ -217,9 +234,27 @@ class Daemon:
                     log.warning("%s (left out until it can be read)", e)
                     self.store.set_kv(f"atom.{name}.source", str(e))
                 return None
+            self._last_read[name] = (obs["id"], mono)
             self.store.set_kv(f"atom.{name}.source", "")
             return obs
         return collect
+
+    def _reading_age(self, name, now, mono):
+        """Seconds since the atom's last reading on the monotonic clock, or None: due now.
+
+        A reading this process took is aged on the monotonic clock alone, so a wall clock
+        stepping back neither stops collection (its readings would all look "from the future")
+        nor, stepping forward or back, makes it read twice. A newer stored reading this process
+        did not take (one from before it started: its first cycle; or `kiri <atom> collect`)
+        is aged by the wall clock once, and from then on on the monotonic one; one stamped in
+        the future (the clock stepped back since) tells nothing and never blocks collection."""
+        known = self._last_read.get(name)
+        latest = self.store.latest_observation(name, real_only=True)
+        if latest is not None and (known is None or latest["id"] > known[0]) and now >= latest["ts"]:
+            known = self._last_read[name] = (latest["id"], mono - (now - latest["ts"]))
+        if known is None or mono < known[1]:   # only an injected clock runs backwards: due
+            return None
+        return mono - known[1]
 
     def _scorer(self, name, result):
         module = self.modules[name]
@@ -243,6 +278,30 @@ class Daemon:
         verbs.add_likelihood(s, self.settings, self.store, obs["id"])
         verbs.record_score(self.store, s, obs["id"], ts=obs["ts"])
         return s
+
+    def act_on_interrupted(self, now, result):
+        """At the first cycle: Nerve's last decision to alert, if a kill, power cut or crash
+        came between storing it and storing its alert, is acted on now, at its own time (so
+        the cooldown and the alert's time are as they would have been). Only a decision after
+        the last heartbeat can be one (a cycle that ends writes one), so an old decision is
+        never sent late. Acting is idempotent: a decision merged into an earlier alert (it has
+        no alert of its own either) only marks that alert seen at its time again. "Last" is by
+        time, as score_leftovers' readings are: in the hour after the wall clock stepped back
+        an hour, the decisions from before the step come later and hide an interrupted one."""
+        last = [d for d in self.store.decisions(limit=10) if d["action"] in ("ok", "alert", "suppress")][-1:]
+        if not last or last[0]["action"] != "alert":
+            return
+        decision, beat = last[0], self.store.get_kv(HEARTBEAT_KEY)
+        beat = beat.get("ts") if isinstance(beat, dict) else beat   # a bare ts from an older KIRI
+        if isinstance(beat, (int, float)) and decision["ts"] <= beat:
+            return
+        if any(a["decision_id"] == decision["id"] for a in self.store.alerts(since=decision["ts"], limit=None)):
+            return
+        then = CycleResult(ts=decision["ts"])
+        then.recent = self.recent_scores(decision["ts"], [])
+        alert = self.act(decision, decision["ts"], then)
+        if alert and not alert.get("merged_into"):
+            log.info("alert %s stored for decision %s, which a stop had left without one", alert["id"], decision["id"])
 
     def score_leftovers(self, now, result):
         """At the first cycle: each trained atom's latest reading that a kill, power cut or
@@ -348,19 +407,27 @@ class Daemon:
             log.info("suppressed (Nerve has learned you do not want this one): %s", situation)
             return None
         cooldown = self.settings.number("alert_cooldown")
-        covered = covering(self.store.alerts(active_since=now - cooldown, limit=None), situation)
-        if covered:
-            # Merged while it goes on: the cooldown runs from its last repeat, so an
-            # incident that lasts all day is one alert, not one an hour. Not once you have
-            # dismissed it: what comes back after its cooldown is judged afresh (a CPU
-            # runaway can follow the nightly backup you dismissed an hour before).
-            for alert in covered:
-                if alert["state"] != "dismissed":
-                    self.store.alert_seen(alert["id"], now)
+        parts = covered_parts(self.store.alerts(active_since=now - cooldown, limit=None), situation)
+        covered = list({a["id"]: a for a in parts.values() if a is not None}.values())
+        # Merged while it goes on: the cooldown runs from its last repeat, so an
+        # incident that lasts all day is one alert, not one an hour. Not once you have
+        # dismissed it: what comes back after its cooldown is judged afresh (a CPU
+        # runaway can follow the nightly backup you dismissed an hour before).
+        for alert in covered:
+            if alert["state"] != "dismissed":
+                self.store.alert_seen(alert["id"], now)
+        news = [s for s in flagged if parts.get(s.atom) is None]
+        if covered and not news:
             earlier = covered[0]
             log.info("repeat of alert %s within the cooldown: %s", ", ".join(str(a["id"]) for a in covered), situation)
             result.alert = {"id": earlier["id"], "merged_into": earlier["id"], "message": earlier["message"]}
             return result.alert
+        if covered:
+            # Atom by atom: an atom that joins a running incident is its own alert, about
+            # itself; the incident's atoms are the running alert's repeat, not news again.
+            log.info("repeat of alert %s within the cooldown, and news from %s: %s",
+                     ", ".join(str(a["id"]) for a in covered), ", ".join(s.atom for s in news), situation)
+            flagged, situation = news, situation_of(news)
         labels = {name: m.SPEC.labels for name, m in self.modules.items()}
         host = ", ".join(dict.fromkeys(self.settings.host_of(s.atom) for s in flagged)) or self.settings.host
         message = format_alert(flagged, labels=labels, host=host) if flagged else \
@@ -440,7 +507,7 @@ class Daemon:
         if not nerve.ready(decisions, answers):
             return
         since_answers = answers - (self.store.get_kv(NERVE_ANSWERS_KEY) or 0)
-        age = now - (self.store.get_kv(NERVE_TRAINED_KEY) or 0)
+        age = lifecycle.age_since(self.store, NERVE_CLOCK_KEY, self.store.get_kv(NERVE_TRAINED_KEY) or 0, now)
         # New answers retrain it at most hourly: a burst of answers is one lesson, not ten trainings.
         if (since_answers >= self.settings.number("nerve_retrain_answers") and age >= 3600) or age > 86400:
             nerve.train(list(self.modules), self.store.labelled_decisions(), self.settings.weights_path("nerve"),
@@ -469,15 +536,22 @@ class Daemon:
     # --- forever -----------------------------------------------------------------------
 
     def run_forever(self, sleep=None):
-        """Cycle every `tick` seconds until SIGTERM/SIGINT (or stop_event) arrives."""
+        """Cycle every `tick` seconds until SIGTERM/SIGINT (or stop_event) arrives.
+
+        A cycle starts `tick` after the previous one started, on the monotonic clock, so the
+        time a cycle takes does not add up into a drifting schedule. One that took longer
+        than `tick` (a retrain) is followed at once, by one cycle only: there is no burst of
+        cycles to catch up, since each atom reads by its own interval anyway."""
         tick = self.settings.number("tick")
         log.info("daemon started (tick %gs, atoms %s)", tick, ", ".join(self.modules))
         while not self.stop_event.is_set():
+            started = self.monotonic()
             try:
                 self.cycle()
             except Exception:  # the loop outlives any bug in one cycle
                 log.exception("cycle failed")
-            (sleep or self.stop_event.wait)(tick)
+            took = self.monotonic() - started   # < 0 only on an injected clock run backwards: a whole tick
+            (sleep or self.stop_event.wait)(tick if took < 0 else max(0.0, tick - took))
         self.store.set_kv(STOPPED_KEY, {"ts": self.clock(), "pid": os.getpid()})
         log.info("daemon stopped")
 

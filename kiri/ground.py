@@ -7,7 +7,8 @@
 - default_home: where KIRI keeps its data;
 - connection_problem: the words for a network call that failed;
 - http_url_problem, read_capped, one_line: a server's address checked, its answer read
-  within a size cap and a deadline, its words made one short line.
+  within a size cap and a deadline, its words made one short line;
+- printable: what a user gave, quoted in one line as a terminal shows it.
 """
 
 import contextlib
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .errors import KiriError
 
 try:
     import fcntl
@@ -179,7 +182,17 @@ PLATFORM = platform_name()
 def default_home(env=None):
     """The KIRI home: $KIRI_HOME if set and not empty, else ~/.kiri (with ~ expanded)."""
     env = os.environ if env is None else env
-    return Path(env.get("KIRI_HOME") or "~/.kiri").expanduser()
+    return expand_user(env.get("KIRI_HOME") or "~/.kiri", "KIRI_HOME" if env.get("KIRI_HOME") else "the default home")
+
+
+def expand_user(path, what):
+    """`path` with a leading ~ or ~name made that user's home folder, as a Path; a ~name of no
+    user this system has (or a ~ when it knows no home folder) is a KiriError naming `what`."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:   # pathlib: "Could not determine home directory."
+        raise KiriError(f"{what} {one_line(repr(str(path)), 80)}: no home folder for "
+                        f"{str(path).split('/')[0]!r} on this system") from None
 
 
 def connection_problem(reason, host, timeout):
@@ -261,6 +274,14 @@ def read_capped(response, limit, deadline):
         body += chunk
         if len(body) > limit:
             raise AnswerTooLarge(f"an answer larger than {limit / 2 ** 20:g} MB")
+
+
+def printable(text, limit=500):
+    """`text` as one line a terminal shows as it is: what is not printable (a newline, a carriage
+    return, a line separator, an escape) written as its escape, as repr() would; cut at `limit`
+    characters. For words that quote what a user gave, which can hold anything."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def one_line(text, limit=200):

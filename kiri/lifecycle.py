@@ -22,12 +22,14 @@ from .atoms import verbs
 from .atoms.atom import HOLDOUT_FRACTION, Atom, held_out_indices
 from .core.weights import save
 from .errors import KiriError
+from .ground import is_finite_number
 
 log = logging.getLogger("kiri.lifecycle")
 
 GATE_READINGS = 300   # the newest held-out real readings both models are judged on (a bounded cost)
 GATE_MARGIN = 1.05    # a candidate this much more surprised than the current model is worse
 RETRAIN_KEY = "atom.{}.retrain"   # store kv: when the last retrain ran, and how it went
+RETRAIN_CLOCK_KEY = "atom.{}.retrain_clock"   # store kv: when a retrain stamp from the future was first seen
 
 
 def phase(atom, counts, learn_after):
@@ -39,7 +41,8 @@ def phase(atom, counts, learn_after):
 
 def due(name, atom, counts, settings, store, now):
     """The meta-action this atom needs now, or None: spawn:<atom> (its first model),
-    retrain:<atom>:<days>d (the schedule, or real readings to replace a warm start)."""
+    retrain:<atom>:<days>d (the schedule, or real readings to replace a warm start).
+    Stores when it first saw a retrain stamped in the future (age_since)."""
     learn_after, days = settings.learn_after, settings.number("retrain_days")
     if not atom.trained:
         return f"spawn:{name}" if counts["real"] >= learn_after else None
@@ -50,7 +53,30 @@ def due(name, atom, counts, settings, store, now):
     # A retrain that was kept aside counts as done: the schedule moves on either way.
     tried_at = (store.get_kv(RETRAIN_KEY.format(name)) or {}).get("ts") or 0
     trained_at = max(trained_on.get("trained_at") or trained_on.get("to_ts") or 0, tried_at)
-    return f"retrain:{name}:{days:g}d" if now - trained_at > days * 86400 else None
+    age = age_since(store, RETRAIN_CLOCK_KEY.format(name), trained_at, now)
+    return f"retrain:{name}:{days:g}d" if age > days * 86400 else None
+
+
+def age_since(store, key, last, now):
+    """Seconds from `last` (a wall time kept in the store or the weights) to `now`: never negative.
+
+    Only wall time survives a restart, and the wall clock can step back. A `last` in the
+    future (the clock has stepped back since, or the weights were stamped by another
+    clock) says nothing of its age. Waiting until the clock passes it again would stop the
+    schedule for as long as the clock had been wrong — for good, to a box whose clock once
+    ran a year ahead — and retraining at once would retrain after every small step back.
+    Such a stamp ages from when it was first seen instead, kept under `key` in the store
+    (with the stamp it stands for) so a restart does not start it again: a step back delays
+    the schedule by the step at most, and by one period at most.
+    """
+    if last <= now:
+        return now - last
+    seen = store.get_kv(key)
+    if not (isinstance(seen, dict) and seen.get("for") == last and is_finite_number(seen.get("ts"))
+            and seen["ts"] <= now):
+        seen = {"for": last, "ts": now}
+        store.set_kv(key, seen)
+    return now - seen["ts"]
 
 
 def run(action, settings, store, modules, now):

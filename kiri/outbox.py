@@ -18,6 +18,7 @@ arrives twice: delivery is at-least-once. Run one deliverer per sink (the daemon
 
 import logging
 
+from . import faults
 from .alerts import Alert
 from .errors import KiriError
 from .ground import is_finite_number
@@ -105,6 +106,7 @@ def deliver(store, sink, now):
                       row["id"], PERMANENT_RETRY // 3600, error)
             failed += 1
             continue
+        faults.point("sent_unmarked", sink.name)   # sent, not yet marked: a kill here sends it again
         try:
             store.outbox_sent(row["id"], message_id=message_id, ts=now)
         except Exception:

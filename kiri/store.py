@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import List, NamedTuple, Tuple
 
 from .atoms.fit import misfit
+from . import faults
 from .ground import default_home, is_finite_number, one_line, remove_stale_temp_files
 
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another writer's transaction
@@ -259,6 +260,11 @@ def _check_text(field, text, non_empty=False, limit=None):
         raise ValueError("%s: must be %s, got %r" % (field, what, text))
     if limit is not None and len(text) > limit:
         raise ValueError("%s: must be at most %d characters, got %d" % (field, limit, len(text)))
+    try:   # SQLite keeps UTF-8, which a lone surrogate (JSON's "\ud800", bytes that were not UTF-8) is not
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("%s: must be UTF-8 text, got %s (character %d)" % (field, one_line(repr(text), 60), e.start + 1)) \
+            from None
     return text
 
 
@@ -522,13 +528,15 @@ class Store:
             self.conn.execute("PRAGMA user_version = %d" % target)
 
     @contextmanager
-    def _write(self):
+    def _write(self, point=None, detail=None):
         # BEGIN IMMEDIATE takes the write lock up front, so waiting for another
         # writer happens in the busy timeout; a deferred transaction that reads and
         # then writes can instead fail at once with "database is locked".
         self.conn.execute("BEGIN IMMEDIATE")
         with self.conn:  # commit on success, roll back on any exception
             yield self.conn
+        if point:   # a commit point of the daemon's cycle: the kill tests die here (faults.py)
+            faults.point(point, detail)
 
     def close(self):
         self.conn.close()
@@ -563,7 +571,7 @@ class Store:
         synthetic flag) is stored once; adding it again returns the existing id.
         """
         row = self._observation_row(atom, values, ts, source, synthetic)
-        with self._write() as conn:
+        with self._write("observation", row[0]) as conn:
             cur = conn.execute(self._INSERT_OBSERVATION, row)
             if cur.rowcount:
                 return cur.lastrowid
@@ -640,7 +648,7 @@ class Store:
         """Every observation of atom, oldest first, one at a time: a walk over the whole
         history (`kiri check`) that never holds it in memory. Values that are not JSON (a
         database edited by hand) come as their text, for the caller to call unfit."""
-        for row in self.conn.execute("SELECT * FROM observations WHERE atom = ? ORDER BY ts, id", (atom,)):
+        for row in self.conn.execute("SELECT * FROM observations WHERE atom = ? ORDER BY ts, id", (_check_atom(atom),)):
             obs = dict(row, synthetic=bool(row["synthetic"]))
             try:
                 obs["values"] = json.loads(obs["values"])
@@ -715,7 +723,7 @@ class Store:
         # Count, insert and mark in one write transaction: BEGIN IMMEDIATE holds the
         # write lock from the count on, so no other process can count the same events
         # or add one that would be marked here without having been counted.
-        with self._write() as conn:
+        with self._write("observation", atom) as conn:
             counts = dict(conn.execute("SELECT kind, COUNT(*) FROM events WHERE " + pending
                                        + " GROUP BY kind", (atom, until)).fetchall())
             if not counts:
@@ -754,7 +762,7 @@ class Store:
                _check_text("verdict", verdict),
                _json_field("tokens", [] if tokens is None else tokens),
                None if likelihood is None else float(_check_number("likelihood", likelihood)))
-        with self._write() as conn:
+        with self._write("score", row[0]) as conn:
             return conn.execute(
                 "INSERT INTO scores (atom, ts, observation_id, score, threshold, verdict, tokens, likelihood)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid
@@ -805,7 +813,7 @@ class Store:
                _check_text("action", action, non_empty=True),
                probability,
                _check_choice("source", source, DECISION_SOURCES))
-        with self._write() as conn:
+        with self._write("decision", row[2]) as conn:
             return conn.execute("INSERT INTO decisions (ts, state, action, probability, source)"
                                 " VALUES (?, ?, ?, ?, ?)", row).lastrowid
 
@@ -832,7 +840,7 @@ class Store:
                _check_text("situation", situation),
                _json_field("details", {} if details is None else details))
         sinks = [_check_text("sink", sink, non_empty=True) for sink in sinks]
-        with self._write() as conn:
+        with self._write("alert") as conn:
             alert_id = conn.execute(
                 "INSERT INTO alerts (ts, decision_id, atom, message, situation, details)"
                 " VALUES (?, ?, ?, ?, ?, ?)", row).lastrowid
@@ -870,7 +878,7 @@ class Store:
 
     def alert_seen(self, alert_id, ts):
         """A repeat merged into this alert at ts: its situation is still going on."""
-        with self._write() as conn:
+        with self._write("alert_seen") as conn:
             conn.execute("UPDATE alerts SET last_ts = MAX(COALESCE(last_ts, ts), ?) WHERE id = ?",
                          (_check_ts(ts), alert_id))
 
@@ -885,7 +893,7 @@ class Store:
         _check_id("alert_id", alert_id)
         reward, state = VERDICTS[_check_choice("verdict", verdict, tuple(VERDICTS))]
         ts = self.clock() if ts is None else _check_ts(ts)
-        with self._write() as conn:
+        with self._write("feedback") as conn:
             if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
                 raise KeyError("alert %d does not exist" % alert_id)
             earlier = conn.execute("SELECT verdict FROM feedback WHERE alert_id = ?", (alert_id,)).fetchone()
@@ -930,7 +938,7 @@ class Store:
         row = (ts, _check_text("sink", sink, non_empty=True), _json_field("payload", payload),
                _check_text("dedup_key", dedup_key, non_empty=True),
                _check_id("alert_id", alert_id, optional=True), ts)
-        with self._write() as conn:
+        with self._write("enqueue", row[1]) as conn:
             # OR IGNORE: the row is validated above, so only the dedup_key can conflict.
             cur = conn.execute("INSERT OR IGNORE INTO outbox"
                                " (ts, sink, payload, dedup_key, alert_id, next_try)"
@@ -946,8 +954,8 @@ class Store:
             "SELECT " + self._OUTBOX_COLUMNS + " FROM outbox"
             " WHERE sent_ts IS NULL AND sink = ? AND next_try <= ? ORDER BY ts, id", (sink, now))]
 
-    def _update_outbox(self, outbox_id, sql, args):
-        with self._write() as conn:
+    def _update_outbox(self, outbox_id, sql, args, point):
+        with self._write(point) as conn:
             if not conn.execute(sql, args + (outbox_id,)).rowcount:
                 raise KeyError("outbox %r does not exist" % (outbox_id,))
 
@@ -960,13 +968,13 @@ class Store:
             message_id = str(message_id)  # Telegram's ids are ints; other sinks' are text
         ts = self.clock() if ts is None else _check_ts(ts)
         self._update_outbox(outbox_id, "UPDATE outbox SET sent_ts = ?, message_id = ?"
-                            " WHERE id = ?", (ts, message_id))
+                            " WHERE id = ?", (ts, message_id), "outbox_sent")
 
     def outbox_failed(self, outbox_id, error, next_try):
         """Count a failed send, keep str(error), and retry no earlier than next_try."""
         next_try = float(_check_number("next_try", next_try))
         self._update_outbox(outbox_id, "UPDATE outbox SET attempts = attempts + 1,"
-                            " last_error = ?, next_try = ? WHERE id = ?", (str(error), next_try))
+                            " last_error = ?, next_try = ? WHERE id = ?", (str(error), next_try), "outbox_failed")
 
     def outbox_pending(self, sink=None):
         """How many messages (of sink, or of all sinks) are not sent yet."""
@@ -1008,7 +1016,7 @@ class Store:
             while True:
                 if max_batches is not None and batches >= max_batches:
                     return PruneReport(deleted, finished=False)
-                with self._write() as conn:
+                with self._write("prune", table) as conn:
                     n = conn.execute("DELETE FROM %s WHERE id IN (SELECT id FROM %s WHERE %s LIMIT ?)"
                                      % (table, table, where), (before_ts, batch)).rowcount
                 batches += n > 0
@@ -1052,7 +1060,7 @@ class Store:
     def set_kv(self, key, value):
         """Store any JSON-able value under key (JSON, so 42 comes back as 42, not '42')."""
         text = _canonical_json(value)
-        with self._write() as conn:
+        with self._write("kv", key) as conn:
             conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, text))
 
     # -- JSONL -------------------------------------------------------------------

@@ -71,7 +71,8 @@ def trained_pulse_home(readings, steps, env=None, timeout=300):
     """A KIRI_HOME with `readings` synthetic Pulse readings and weights trained on them for
     `steps` steps, built once per test module (copy it: each test keeps its own home)."""
     key = (readings, steps)
-    if key not in _trained_homes:
+    # The cache outlives a module, its folder does not (addModuleCleanup): build it again.
+    if key not in _trained_homes or not _trained_homes[key].exists():
         tmp = tempfile.TemporaryDirectory()
         unittest.addModuleCleanup(tmp.cleanup)
         home, user = Path(tmp.name) / "home", Path(tmp.name) / "user"

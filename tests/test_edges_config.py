@@ -10,6 +10,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+from kiri.atoms import verbs
 from kiri.config import NUMBERS, load_settings
 from kiri.errors import KiriError
 from tests.test_edges_files import EdgeCommandLine
@@ -52,6 +53,57 @@ class EveryNumber(unittest.TestCase):
             (self.home / "config.ini").write_text(f"[kiri]\n{line}\n", encoding="utf-8")
             with self.assertRaisesRegex(KiriError, rf"^config file {self.home / 'config.ini'}: {said}"):
                 load_settings(home=self.home, env={})
+
+
+class DeclaredSchemas(unittest.TestCase):
+    """Found by `kiri bench fuzz`: a declared atom's schema is checked by the language's own rules
+    when the settings are loaded, not when a score or `kiri status` first builds its language."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.home = Path(tmp.name)
+
+    def settings(self, schema):
+        (self.home / "config.ini").write_text(f"[atom:gpu]\nschema = {schema}\ncommand = true\n", encoding="utf-8")
+        return load_settings(home=self.home, env={})
+
+    def test_each_bad_schema_is_one_line_when_loaded(self):
+        for schema, said in [("Q=learn:²", "1 to 1000 buckets"), ("Q=learn:99999999", "1 to 1000 buckets"),
+                             ("Q=learn:0", "1 to 1000 buckets"), ("T=0:100:1000000", "1 to 1000 buckets"),
+                             ("T=-1e308:1e308:3", "less than 1.8e308 apart")]:
+            with self.subTest(schema=schema), self.assertRaises(KiriError) as caught:
+                self.settings(schema)
+            self.assertIn(said, str(caught.exception))
+            self.assertEqual(len(str(caught.exception).splitlines()), 1)
+
+    def test_a_name_the_store_would_refuse_is_refused_when_loaded(self):
+        # Found by `kiri bench fuzz`: a 300-letter name made a weights file name too long for the
+        # file system, and "é" passed as letters, yet the store keeps neither as an atom's name.
+        for name in ("x" * 300, "é", "日本"):
+            (self.home / "config.ini").write_text(f"[atom:{name}]\nschema = T=0:1:2\ncommand = true\n", encoding="utf-8")
+            with self.subTest(name=name[:10]), self.assertRaisesRegex(KiriError, "must be 1 to 64 letters a-z or A-Z"):
+                load_settings(home=self.home, env={})
+        (self.home / "config.ini").write_text(f"[atom:{'x' * 64}]\nschema = T=0:1:2\ncommand = true\n", encoding="utf-8")
+        self.assertIn("x" * 64, load_settings(home=self.home, env={}).atoms)
+
+    def test_what_the_language_takes_is_taken(self):
+        self.assertEqual(self.settings("Q=learn:٣").atoms["gpu"]["schema"], "Q=learn:٣")   # a decimal digit, as int() reads it
+        spec = verbs.atom_module("gpu", self.settings("T=0:1e-320:2")).SPEC
+        self.assertEqual(spec.language().encode_report({"T": 5.0}), ([2, 1], ["T"]))   # far above a narrow range
+
+    def test_a_section_named_with_a_line_separator_is_one_line(self):
+        (self.home / "config.ini").write_text("[kiri\u2028]\n", encoding="utf-8")
+        with self.assertRaises(KiriError) as caught:
+            load_settings(home=self.home, env={})
+        self.assertTrue(str(caught.exception).endswith(r"unknown section [kiri\u2028] (expected [kiri] or [atom:NAME])"))
+        self.assertEqual(len(str(caught.exception).splitlines()), 1)
+
+    def test_a_nul_character_is_refused_wherever_it_is(self):
+        path = self.home / "config.ini"
+        path.write_bytes(b"[kiri]\nmikrotik_cafile = /etc/ca\x00.pem\n")
+        with self.assertRaisesRegex(KiriError, r"^config file .*config.ini holds a NUL character \(line 2\): not a text file$"):
+            load_settings(home=self.home, env={})
 
 
 class ConfigFile(EdgeCommandLine):

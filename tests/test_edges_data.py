@@ -8,15 +8,19 @@ are used). The import runs through the real command line, as a user meets it.
 
 import io
 import json
+import math
 import random
 import shutil
 import tempfile
 import time
 import unittest
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
+from kiri.atoms.atom import Atom
 from kiri.atoms.fit import misfit
+from kiri.atoms.verbs import record_score
 from kiri.atoms.pulse.schema import SPEC as PULSE
 from kiri.core.language import StateLanguage
 from kiri.core.model import GPTConfig, init_params
@@ -53,6 +57,8 @@ BAD_LINES = [
     ("an atom not run here", line(atom="gpu"), "not an atom this installation runs"),
     ("not an object", b"[1, 2]", "not a JSON object"),
     ("not JSON", b"{", "not JSON"),
+    # Found by `kiri bench fuzz`: valid JSON, text SQLite (UTF-8) cannot keep: the import's insert raised.
+    ("a lone surrogate in the source", line(source="\ud800"), "source: must be UTF-8 text"),
 ]
 
 
@@ -69,9 +75,10 @@ class ImportLines(unittest.TestCase):
         return self.store.import_jsonl(io.BytesIO(b"\n".join(lines) + b"\n"), specs={"pulse": PULSE})
 
     def test_each_bad_line_is_skipped_with_its_reason_and_the_rest_imported(self):
-        for what, bad, reason in BAD_LINES:
+        for k, (what, bad, reason) in enumerate(BAD_LINES):
             with self.subTest(what):
-                good = [line(ts=NOW - 60 * i - random.random()) for i in range(100)]
+                # Each subtest's own times: a random fraction made two subtests' lines the same now and then.
+                good = [line(ts=NOW - 60 * i - (k + 1) / 100) for i in range(100)]
                 report = self.import_lines(good[:50] + [bad] + good[50:])
                 self.assertEqual((report.imported, report.skipped_count), (100, 1))
                 number, why = report.skipped[0]
@@ -230,6 +237,13 @@ BAD_WEIGHTS = [
                                                         d["params"].update(wpe=d["params"]["wpe"][:2]))),
      "cannot hold one reading"),
     ("a step as text", set_in("step", "5"), "bad step"),
+    # Found by `kiri bench fuzz`: no bucket of it has a range that is a pair of numbers.
+    ("a parameter at float's edge", set_in("params", "lm_head", 0, 1, 1.7e308), "holds 1.7e+308, beyond ±1e+06"),
+    ("a parameter of null", set_in("params", "lm_head", 0, 1, None), "non-numeric value None"),
+    # Found by `kiri bench fuzz`: listing the shapes of 10^90 layers took all the memory there was.
+    ("a model of 10^90 layers", set_in("config", "n_layer", 10 ** 90), "(10" + "0" * 89 + " layers, 9 matrices in all)"),
+    ("a range wider than a float holds", edit(lambda d: d["language"]["schema"][0].__setitem__(slice(1, 3), [-1e308, 1e308])),
+     "less than 1.8e308 apart"),
 ]
 
 
@@ -284,6 +298,43 @@ class WeightsThatDoNotMakeSense(unittest.TestCase):
         with self.assertRaisesRegex(WeightsError, "above 0"):
             save(self.path, w)
         self.assertFalse(self.path.exists())
+
+
+class WeightsThatDoMakeSense(unittest.TestCase):
+    """Found by `kiri bench fuzz`: weights a load accepts are weights a score can use, and record."""
+
+    def test_a_narrow_range_scores_a_reading_far_outside_it(self):
+        doc = set_in("language", "schema", 0, 2, 1e-320)(set_in("threshold", "given", [])(weights_doc()))   # A: 0..1e-320
+        atom = Atom(SimpleNamespace(name="gauge", clock=False, context=0, interval=300), load_doc(doc))
+        for value, token in ((5.0, "A1"), (-5.0, "A0"), (1e308, "A1"), (5e-321, "A1")):
+            with self.subTest(value=value):
+                self.assertEqual(atom.score({"A": value, "B": 0.5}).tokens[0]["token"], token)
+
+    def test_parameters_at_their_limit_still_score_a_number(self):
+        # Beyond the limit (1e308 in lm_head) the score was NaN or inf, and `kiri pulse score` crashed recording it.
+        rng = random.Random(1)
+        doc = weights_doc()
+        doc["params"] = {name: [[rng.choice((1e6, -1e6)) for _ in row] for row in matrix]
+                         for name, matrix in doc["params"].items()}
+        atom = Atom(SimpleNamespace(name="gauge", clock=False, context=0, interval=300), load(self.write(doc)))
+        for values in ({"A": 5.0, "B": 0.5}, {"A": 0.0, "B": 1.0}):
+            self.assertTrue(math.isfinite(atom.score(values).score))
+
+    def write(self, doc):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        path = Path(tmp.name) / "gauge.json"
+        path.write_text(json.dumps(doc))
+        return path
+
+    def test_weights_without_a_threshold_score_and_record(self):
+        doc = edit(lambda d: d["threshold"].pop("score"))(weights_doc())   # nothing is over it: an infinite threshold
+        atom = Atom(SimpleNamespace(name="gauge", clock=False, context=0, interval=300), load_doc(doc))
+        result = atom.score({"A": 5.0, "B": 0.5})
+        with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "kiri.db") as store:
+            score_id = record_score(store, result, None)
+            self.assertEqual(store.latest_scores("gauge")[0]["id"], score_id)
+            self.assertIsNone(store.latest_scores("gauge")[0]["threshold"])
 
 
 def load_doc(doc):

@@ -307,6 +307,18 @@ class MikrotikTransportTest(unittest.TestCase):
                 message, server = self.collect(answer)
                 self.assertEqual(message, "mikrotik: no answer from %s within %s s" % (server.host, WAIT))
 
+    def test_a_ca_file_no_file_can_be_is_one_line(self):
+        # Found by `kiri bench fuzz`: a name with a NUL in it made ssl raise a ValueError.
+        with self.assertRaisesRegex(CollectorError, "^mikrotik: cannot load CA file a\x00b: embedded null byte$"):
+            mikrotik.ssl_context(cafile="a\x00b")
+
+    def test_a_user_of_bytes_that_are_not_utf8_is_one_line_without_it(self):
+        # Found by `kiri bench fuzz`: its Basic header could not be made (a UnicodeEncodeError).
+        with self.assertRaises(CollectorError) as caught:
+            mikrotik.collect("http://127.0.0.1:9", "admin\udcff", "pa\udcffss", timeout=WAIT)
+        self.assertEqual(str(caught.exception),
+                         "mikrotik: the user (mikrotik_user) or password holds bytes that are not UTF-8 text")
+
     def test_not_http_reset_or_cut_short_is_one_line_in_words(self):
         for answer, words in ((not_http, "malformed answer from {}: "), (reset, "cannot reach {}: "),
                               (cut_short, "the answer from {} was cut short")):

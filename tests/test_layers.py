@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.helpers import REPO
 
 LAYERS = [   # each layer may import itself and the layers listed before it, never one after it
-    ("ground", ["kiri", "kiri.errors", "kiri.ground", "kiri.paths"]),
+    ("ground", ["kiri", "kiri.errors", "kiri.faults", "kiri.ground", "kiri.paths"]),
     ("core",   ["kiri.core"]),
     ("atoms",  ["kiri.atoms", "kiri.stream"]),
     ("loop",   ["kiri.config", "kiri.store", "kiri.alerts", "kiri.outbox", "kiri.daemon", "kiri.lifecycle", "kiri.compose",

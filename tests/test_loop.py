@@ -30,9 +30,9 @@ from kiri.atoms import nerve
 from kiri.compose import Molecule, Pipe
 from kiri.config import load_settings
 from kiri.core.weights import previous_path
-from kiri.alerts import covering, like_dismissed, same_situation, situation_of
+from kiri.alerts import covered_parts, covering, like_dismissed, same_situation, situation_of
 from kiri.atoms.score import Score
-from kiri.daemon import NERVE_TRAINED_KEY, Daemon, run_meta
+from kiri.daemon import NERVE_TRAINED_KEY, CycleResult, Daemon, run_meta
 from kiri.errors import KiriError
 from kiri.notify.telegram import TelegramBot
 from kiri.status import collect_status, format_status
@@ -886,6 +886,33 @@ class CoveringTest(unittest.TestCase):
     def test_a_part_no_alert_covers_is_news(self):
         self.assertEqual(covering(self.ACTIVE, "pulse:L>,rhythm:F>"), [])
         self.assertEqual(covering(self.ACTIVE, "pulse:C>+M>"), [])
+
+    def test_each_part_is_matched_on_its_own(self):
+        parts = covered_parts(self.ACTIVE, "pulse:L>,rhythm:F>")
+        self.assertEqual({atom: a and a["id"] for atom, a in parts.items()}, {"pulse": 1, "rhythm": None})
+
+
+class AtomJoinsAnIncidentTest(HomeCase):
+    def test_an_atom_joining_a_running_incident_is_an_alert_about_itself_alone(self):
+        settings = self.settings(KIRI_ALERT_COOLDOWN="3600")
+        store = self.store()
+        d = self.daemon(settings, store)
+        now = local(FIRST_MONDAY, 14)
+        storm = scored("pulse", M9=8.0, S9=7.0)
+        first = store.add_alert("pulse", "the swap storm", situation=situation_of([storm]), ts=now - 300,
+                                details={"scores": [storm.to_json()]}, sinks=["log"])
+        result = CycleResult(ts=now, recent=[storm, scored("rhythm", F9=6.0)])
+        state = {"P": 3.0, "R": 1.5, "D": None}
+        decision = {"id": store.add_decision(state, "alert", 1.0, ts=now), "action": "alert", "state": state}
+        alert = d.act(decision, now, result)
+        self.assertIsNone(alert["merged_into"], "the rhythm part is news")
+        self.assertEqual(store.alert(alert["id"])["situation"], "rhythm:F>", "about rhythm alone")
+        self.assertNotIn("swap", alert["message"])
+        self.assertEqual(store.alert(first)["last_ts"], now, "the storm's alert saw its repeat")
+        again = d.act(dict(decision, id=store.add_decision(state, "alert", 1.0, ts=now + 300)), now + 300,
+                      CycleResult(ts=now + 300, recent=result.recent))
+        self.assertIn(again["merged_into"], (first, alert["id"]), "both parts have their alerts now")
+        self.assertEqual(len(store.alerts()), 2)
 
 
 class LeftoverTest(HomeCase):

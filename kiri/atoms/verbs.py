@@ -242,7 +242,9 @@ def add_likelihood(result, settings, store, observation_id):
 
 
 def record_score(store, result, observation_id, ts=None):
-    """Store a Score (with its per-token detail and likelihood); returns the score's id."""
-    return store.add_score(result.atom, result.score, threshold=result.threshold, verdict=result.verdict,
+    """Store a Score (with its per-token detail and likelihood); returns the score's id. An
+    infinite threshold (weights saved without one: nothing is over it) is stored as none."""
+    threshold = result.threshold if math.isfinite(result.threshold) else None
+    return store.add_score(result.atom, result.score, threshold=threshold, verdict=result.verdict,
                            tokens=result.to_json()["tokens"], observation_id=observation_id, ts=ts,
                            likelihood=result.likelihood)

@@ -80,6 +80,11 @@ class FakeTelegram:
         with self._condition:
             self._failures.setdefault(method.lower(), []).extend([(status, body)] * count)
 
+    def forget_scripts(self):
+        """Drop the failures scripted with fail_next that no call has used yet."""
+        with self._condition:
+            self._failures.clear()
+
     def add_update(self, **fields):
         """Queue an update for getUpdates (e.g. message={...}); returns its update_id."""
         with self._condition:

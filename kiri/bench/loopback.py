@@ -17,8 +17,8 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 class JsonHandler(http.server.BaseHTTPRequestHandler):
     def answer(self, status, body):
-        """Send `body` (text already in JSON, or a JSON-able object) with `status`."""
-        data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
+        """Send `body` (bytes as they are, text already in JSON, or a JSON-able object) with `status`."""
+        data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

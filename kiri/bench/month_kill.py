@@ -57,6 +57,7 @@ ON_THE_FAKE = (month.telegram_down, month.telegram_back, month.too_many_requests
 # None of them: the child was starting (imports, the lock, the store) or could not be asked.
 STAGES = {"daemon.py": {"collect": "collecting", "score": "scoring", "score_reading": "scoring",
                         "score_leftovers": "scoring", "decide": "deciding", "act": "alerting",
+                        "act_on_interrupted": "alerting",
                         "deliver_and_poll": "delivering", "meta": "training", "maybe_retrain_nerve": "training",
                         "housekeeping": "housekeeping", "prune_old": "housekeeping", "cycle": "between stages"},
           "month.py": {"counted_cycle": "between stages"},

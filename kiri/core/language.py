@@ -7,6 +7,7 @@ vocabulary it was not trained on.
 """
 
 import bisect
+import math
 
 from ..ground import is_finite_number
 
@@ -116,8 +117,9 @@ class StateLanguage:
             raise ValueError(f"{name}: field {prefix} needs (lo, hi, buckets) or (lo, hi, buckets, \"optional\"), "
                              f"got {spec!r}")
         lo, hi, buckets = spec[:3]
-        if not (is_finite_number(lo) and is_finite_number(hi) and lo < hi):
-            raise ValueError(f"{name}: field {prefix} needs finite numbers lo < hi, got {spec!r}")
+        # hi - lo finite too: every bucket's range (bucket_range) must be a pair of numbers.
+        if not (is_finite_number(lo) and is_finite_number(hi) and lo < hi and math.isfinite(float(hi) - float(lo))):
+            raise ValueError(f"{name}: field {prefix} needs finite numbers lo < hi, less than 1.8e308 apart, got {spec!r}")
         if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= MAX_BUCKETS:
             raise ValueError(f"{name}: field {prefix} needs a whole number of buckets from 1 to {MAX_BUCKETS}, "
                              f"got {buckets!r}")
@@ -136,7 +138,8 @@ class StateLanguage:
         lo, hi, n = self.schema[prefix]
         if not is_finite_number(value):
             raise ValueError(f"{self.name}: field {prefix} must be a finite number, got {value!r}")
-        b = min(max(int((value - lo) / (hi - lo) * n), 0), n - 1)
+        # The edges first: far outside a narrow range, (value - lo) / (hi - lo) overflows to inf.
+        b = 0 if value <= lo else n - 1 if value >= hi else min(int((value - lo) / (hi - lo) * n), n - 1)
         return self.first[prefix] + b, not lo <= value <= hi
 
     def _learned_bucket(self, prefix, value):

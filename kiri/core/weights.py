@@ -9,9 +9,11 @@ daemon can fall back to the last good weights.
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import faults
 from ..errors import KiriError
 from ..ground import atomic_write, is_finite_number
 from .language import language_from_dict
@@ -60,6 +62,7 @@ def save(path, weights):
     if path.exists():
         atomic_write(previous_path(path), path.read_bytes())
     atomic_write(path, text)
+    faults.point("weights", path.name)   # the kill tests die here (kiri/faults.py)
 
 
 # A pulse model is about 0.5 MB; a file a hundred times larger is not one of KIRI's.
@@ -169,6 +172,9 @@ def is_count(x):
 
 def check_params(config, params, path):
     """Names, shapes and finiteness of every parameter against the config."""
+    if config.n_layer > len(params):   # each layer has matrices of its own; and param_shapes makes one entry per layer
+        raise WeightsError(f"{path}: parameters do not match the config ({config.n_layer} layers, "
+                           f"{len(params)} matrices in all)")
     shapes = param_shapes(config)
     missing = [name for name in shapes if name not in params]
     extra = [name for name in params if name not in shapes]
@@ -180,6 +186,30 @@ def check_params(config, params, path):
                 any(not isinstance(row, list) or len(row) != cols for row in matrix):
             raise WeightsError(f"{path}: parameter {name!r} does not have shape {rows}x{cols}")
         for row in matrix:
-            for x in row:
-                if not is_finite_number(x):
-                    raise WeightsError(f"{path}: parameter {name!r} holds a non-finite or non-numeric value {x!r}")
+            if not _usable_numbers(row):
+                for x in row:
+                    if not is_finite_number(x):
+                        raise WeightsError(f"{path}: parameter {name!r} holds a non-finite or non-numeric value {x!r}")
+                x = max(row, key=abs)
+                raise WeightsError(f"{path}: parameter {name!r} holds {x!r}, beyond ±{PARAM_LIMIT:g}: "
+                                   "no training makes such a value")
+
+
+# No parameter training makes comes near this: Adam moves one by about the learning rate (0.01)
+# a step at most. Within it, a score's arithmetic stays far from float's limits; beyond it
+# (a value of 1e308 in a hand-edited file), a score can be inf or NaN, which no threshold compares with.
+PARAM_LIMIT = 1e6
+NUMBER_TYPES = {float, int}
+
+
+def _usable_numbers(row):
+    """Whether every value of `row` is a finite number (is_finite_number) within ±PARAM_LIMIT,
+    quickly: a pulse model has 29,000 of them, and every score and status loads them. Types are
+    looked at in C (bool is no int here), then one sum (finite only if each value is) and the
+    largest magnitude."""
+    if not set(map(type, row)) <= NUMBER_TYPES:
+        return False
+    try:
+        return math.isfinite(sum(row)) and max(map(abs, row), default=0) <= PARAM_LIMIT
+    except OverflowError:   # ints too large for a float, or their sum
+        return False

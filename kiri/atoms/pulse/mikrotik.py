@@ -40,7 +40,7 @@ def ssl_context(cafile=None, verify=True):
     try:
         # A router's certificate is usually self-signed: cafile is its exported CA.
         return ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError) as error:
+    except (OSError, ssl.SSLError, ValueError) as error:   # ValueError: a name with a NUL in it
         raise CollectorError(f"mikrotik: cannot load CA file {cafile}: {error}") from None
 
 
@@ -176,7 +176,10 @@ def collect(url, user, password, cafile=None, verify=True, timeout=10):
         base += "/rest"
 
     context = ssl_context(cafile, verify) if parts.scheme == "https" else None
-    credentials = base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    try:
+        credentials = base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+    except UnicodeEncodeError:   # bytes that were not UTF-8 (an argument, a variable): not echoed, a secret
+        raise CollectorError("mikrotik: the user (mikrotik_user) or password holds bytes that are not UTF-8 text") from None
     authorization = "Basic " + credentials
 
     resource = _get_json(base + "/system/resource", authorization, context, timeout, host)
