@@ -311,7 +311,7 @@ class Score(AtomCommandLine):
                 store.add_score("pulse", 0.3 * threshold, threshold=threshold, observation_id=obs["id"], ts=obs["ts"])
         result = self.score_json()
         self.assertGreaterEqual(result["likelihood"], 0.0)
-        self.assertEqual(result["unusual_at"], 0.1)
+        self.assertEqual(result["unusual_at"], 0.3)
         self.assertIn("recent surprise: likelihood", self.ok("pulse", "score").stdout)
         self.assertIsNone(self.score_json("--obs", "C=5 M=50 D=40 S=0 L=1 N=1")["likelihood"],
                           "a reading typed in has no history")

@@ -38,7 +38,7 @@ HOLDOUT_BLOCK = 12        # readings held out together (an hour at 5 minutes): n
 MIN_OBSERVATIONS = 20
 # The newest readings an atom learns from (and cuts its learned fields' buckets at): a
 # week at one reading a minute — the 7 days a scheduled retrain asks for — and five weeks
-# at Pulse's five minutes. Training sees one sequence a step (500 by default), so more
+# at Pulse's five minutes. Training sees one sequence a step (2,000 by default), so more
 # would teach nothing; the window only has to hold whole weeks of the machine's routine.
 # A bound, so training costs the same after five months as after a week (`bench train`),
 # and the rows fit in memory: ~1 KB each as dicts.

@@ -5,7 +5,7 @@
                                             # (cut where your own readings fall), in token order
     command = /usr/local/bin/gpu-stats      # prints one JSON object: {"T": 61, "U": 37}
     interval = 300                          # seconds between readings (default 300)
-    steps = 500                             # training steps (default 500)
+    steps = 2000                            # training steps (default 2000)
 
 The daemon collects it like a built-in atom; `spawn:<name>` trains it once it has
 enough readings, and Nerve reads its score like the others'. The command runs without
@@ -14,9 +14,11 @@ a shell (wrap it in `sh -c '…'` for pipes) with a 30-second timeout.
 
 import json
 import math
+import re
 import shlex
 from types import SimpleNamespace
 
+from ..core.language import MAX_BUCKETS, StateLanguage
 from ..errors import KiriError
 from ..ground import is_finite_number, one_line
 from . import RESERVED
@@ -26,6 +28,7 @@ from .sources import CollectorError, run_command
 
 # The bounds of a declared atom's numbers; INTERVAL_MAX bounds the built-in atoms' intervals
 # too (config.NUMBERS): a reading at most weekly, training at most 100,000 steps.
+NAME = re.compile(r"[A-Za-z]{1,64}\Z")
 INTERVAL_MAX = 7 * 86400
 STEPS_MAX = 100_000
 
@@ -37,9 +40,11 @@ def parse_schema(name, text):
         field, _, spec = word.partition("=")
         parts = spec.split(":")
         if parts[0] == "learn":
-            if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) < 1 or not field.isalpha() or field in schema:
+            # isdecimal, not isdigit: '²' is a digit that int() refuses.
+            if len(parts) != 2 or not parts[1].isdecimal() or not 1 <= int(parts[1]) <= MAX_BUCKETS \
+                    or not field.isalpha() or field in schema:
                 raise KiriError(f"atom {name}: schema entry {word!r} must look like Q=learn:6 "
-                                "(a new field name of letters, a whole number of buckets)")
+                                f"(a new field name of letters, 1 to {MAX_BUCKETS} buckets)")
             schema[field] = {"learn": int(parts[1])}
             continue
         try:
@@ -48,8 +53,12 @@ def parse_schema(name, text):
             raise KiriError(f"atom {name}: schema entry {word!r} must look like T=0:100:10") from None
         if len(parts) != 3 or not field.isalpha() or field in schema:
             raise KiriError(f"atom {name}: schema entry {word!r} must look like T=0:100:10 (a new field name of letters)")
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and buckets >= 1):
-            raise KiriError(f"atom {name}: schema entry {word!r} needs lo < hi and at least one bucket")
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and 1 <= buckets <= MAX_BUCKETS):
+            raise KiriError(f"atom {name}: schema entry {word!r} needs lo < hi and 1 to {MAX_BUCKETS} buckets")
+        try:   # the language's own rules (a range wider than a float holds, say), now rather than at the first score
+            StateLanguage(name, {field: (lo, hi, buckets)})
+        except ValueError as e:
+            raise KiriError(f"atom {name}: schema entry {word!r}: {e}") from None
         schema[field] = (lo, hi, buckets)
     if not schema:
         raise KiriError(f"atom {name}: schema is empty")
@@ -58,8 +67,10 @@ def parse_schema(name, text):
 
 def make_module(name, section):
     """An atom module (SPEC, read, synthetic) for one [atom:NAME] section."""
-    if not name.isalpha() or name.lower() in RESERVED:
-        raise KiriError(f"atom name {name!r} must be letters only and not one of {', '.join(RESERVED)}")
+    # ASCII letters, at most 64: the store keeps no other atom name (a reading of "é" or of a
+    # 300-letter name would be refused every time), and its weights file must have a name.
+    if not NAME.match(name) or name.lower() in RESERVED:
+        raise KiriError(f"atom name {name!r} must be 1 to 64 letters a-z or A-Z, and not one of {', '.join(RESERVED)}")
     if nerve.prefix_of(name) in set(nerve.BUILTIN_PREFIX.values()) | set(nerve.OWN_FIELDS):
         raise KiriError(f"atom name {name!r} would share Nerve's token {nerve.prefix_of(name)!r}; choose a longer name")
     unknown = sorted(set(section) - {"schema", "command", "interval", "steps"})
@@ -69,7 +80,7 @@ def make_module(name, section):
         raise KiriError(f"atom {name}: command is missing")
     schema = parse_schema(name, section.get("schema", ""))
     try:
-        interval, steps = float(section.get("interval", 300)), int(section.get("steps", 500))
+        interval, steps = float(section.get("interval", 300)), int(section.get("steps", 2000))
     except ValueError:
         raise KiriError(f"atom {name}: interval and steps must be numbers") from None
     if not 0 < interval <= INTERVAL_MAX:   # nan too: it compares false, and would be due every tick

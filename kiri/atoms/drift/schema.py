@@ -18,7 +18,7 @@ SPEC = AtomSpec(
     schema={"H": (0, 24, 12), "W": (0, 7, 7), "A": (0, 10, 10), "C": (0, 10, 10), "S": (0, 10, 10)},
     labels={"H": ("hour", ""), "W": ("weekday", "", dict(enumerate(calendar.day_name))), "A": ("tasks added", ""), "C": ("tasks completed", ""), "S": ("project switches", "")},
     n_embd=32, n_layer=2, n_head=4, block_size=24,   # four periods of 1 + 5 tokens
-    context=3, interval=3600.0, steps=500, clock=True,
+    context=3, interval=3600.0, steps=2000, clock=True,
 )
 
 

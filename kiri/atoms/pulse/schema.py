@@ -20,7 +20,7 @@ SPEC = AtomSpec(
     labels={"H": ("hour", ""), "W": ("weekday", "", dict(enumerate(calendar.day_name))), "C": ("CPU", "%"), "M": ("memory", "%"), "D": ("disk", "%"),
             "S": ("swap", "%"), "L": ("load", ""), "N": ("network", "", {0: "down", 1: "up"})},
     n_embd=32, n_layer=2, n_head=4, block_size=18,   # two readings of 1 + 8 tokens
-    context=1, interval=300.0, steps=500, clock=True,
+    context=1, interval=300.0, steps=2000, clock=True,
 )
 
 

@@ -22,7 +22,7 @@ SPEC = AtomSpec(
     labels={"H": ("hour", ""), "W": ("weekday", "", dict(enumerate(calendar.day_name))), "I": ("idle", " min"), "A": ("activity", "%"),
             "F": ("focus block", " min"), "G": ("commits", "")},
     n_embd=32, n_layer=2, n_head=4, block_size=16,
-    context=1, interval=300.0, steps=500, clock=True,
+    context=1, interval=300.0, steps=2000, clock=True,
 )
 
 
