@@ -101,24 +101,14 @@ def same_situation(earlier, new):
     return True
 
 
-def covering(active, situation):
-    """The alerts among `active` (rows, newest first) whose situations together cover a new
-    one: each of its atoms' parts is the same situation as that atom's part of one of
-    them (same_situation, atom by atom). [] when some part is news.
+def covered_parts(active, situation):
+    """{atom: the alert among `active` (rows, newest first) whose situation has that atom's
+    part of `situation` (same_situation), or None where that part is news}.
 
     Atom by atom, because atoms cross their lines independently: a load storm that goes
     on while task flow is flagged too is still the load storm, and the task flow may
-    already have its own alert.
+    already have its own alert — or, if it has none, is news about itself alone.
     """
-    parts = covered_parts(active, situation)
-    if None in parts.values():
-        return []
-    return list({a["id"]: a for a in parts.values()}.values())
-
-
-def covered_parts(active, situation):
-    """{atom: the alert among `active` (newest first) whose situation has that atom's part
-    of `situation`, or None where that part is news}."""
     found = {}
     for atom, part in _situation_tokens(situation).items():
         one = f"{atom}:{'+'.join(sorted(part))}" if part else atom

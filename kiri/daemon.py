@@ -170,8 +170,8 @@ class Daemon:
             self._leftovers_checked = True
             self._guarded(self.act_on_interrupted, now, result)
             self._guarded(self.score_leftovers, now, result)
-        pipes = {name: Pipe(name, [("collect", self._collector(name, now, inject.get(name), result, collect_all,
-                                                               mono)),
+        pipes = {name: Pipe(name, [("collect", self._collector(name, now, mono, inject.get(name), result,
+                                                               collect_all)),
                                    ("score", self._scorer(name, result))], on_error=self._log_error)
                  for name in self.modules}
         molecule = Molecule(pipes, decide=lambda scores: self.decide(scores, now, result, bool(inject)),
@@ -208,9 +208,8 @@ class Daemon:
     def interval(self, name):
         return self.modules[name].SPEC.interval
 
-    def _collector(self, name, now, injected, result, collect_all=False, mono=None):
+    def _collector(self, name, now, mono, injected, result, collect_all=False):
         module = self.modules[name]
-        mono = self.monotonic() if mono is None else mono
 
         def collect(_):
             if injected is not None:
