@@ -20,7 +20,7 @@ from .core.sample import DEFAULT_TEMPERATURE
 from .core.train import Progress
 from .atoms import BUILTIN
 from .atoms.drift.schema import EVENTS as DRIFT_EVENTS
-from .bench.fuzz import CASES_MAX as FUZZ_CASES_MAX, EDGE_NAMES as FUZZ_EDGES
+from .bench import FUZZ_CASES_MAX, FUZZ_EDGES
 from .errors import KiriError
 from .ground import atomic_file, printable
 
@@ -44,17 +44,10 @@ def positive_int(text):
 SQLITE_INT_MAX = 2 ** 63 - 1   # the largest integer SQLite keeps: an id or a LIMIT beyond it is no number to it
 
 
-def row_id(text):
-    return _number(text, int, lambda v: 1 <= v <= SQLITE_INT_MAX, f"an id from 1 to {SQLITE_INT_MAX}")
-
-
-def row_count(text):
-    return _number(text, int, lambda v: 1 <= v <= SQLITE_INT_MAX, f"a count from 1 to {SQLITE_INT_MAX}")
-
-
 def bounded_int(most):
-    """An integer from 1 to `most`: a count whose work (or memory) grows with it, where no use
-    needs more and a typo of a few digits would run out of memory instead of being refused."""
+    """An integer from 1 to `most`: an id or a LIMIT SQLite can keep (SQLITE_INT_MAX), or a count
+    whose work (or memory) grows with it, where no use needs more and a typo of a few digits
+    would run out of memory instead of being refused."""
     return lambda text: _number(text, int, lambda v: 1 <= v <= most, f"an integer from 1 to {most}")
 
 
@@ -119,7 +112,7 @@ def _number(text, kind, ok, wanted):
 
 def add_training_flags(p, steps, seed=42):
     p.add_argument("--steps", type=positive_int, default=steps,
-                   help="training steps (default %s)" % (steps or "the atom's, 500"))
+                   help="training steps (default %s)" % (steps or "the atom's: 2000 for the built-in ones"))
     p.add_argument("--seed", type=nonnegative_int, default=seed, help=f"random seed (default {seed})")
     p.add_argument("--batch", type=bounded_int(10_000), default=1,
                    help="sequences per step, gradients averaged, 1..10000 (default 1)")
@@ -214,14 +207,14 @@ def add_loop_commands(commands):
 
     p = commands.add_parser("alerts", help="list alerts with ids, state and feedback; `alerts test` sends a test alert")
     p.add_argument("--json", action="store_true", help="print one JSON array")
-    p.add_argument("--limit", type=row_count, default=50, help="how many, newest first (default 50)")
+    p.add_argument("--limit", type=bounded_int(SQLITE_INT_MAX), default=50, help="how many, newest first (default 50)")
     add_home_and_run(p, run_alerts)
     sub = p.add_subparsers(dest="alerts_verb", metavar="test", parser_class=Parser)
     q = sub.add_parser("test", help="send a test alert with buttons through every configured sink")
     add_home_and_run(q, run_alerts_test)
 
     p = commands.add_parser("feedback", help="answer an alert: approve (it mattered) or dismiss (it did not)")
-    p.add_argument("alert_id", type=row_id, metavar="ALERT-ID")
+    p.add_argument("alert_id", type=bounded_int(SQLITE_INT_MAX), metavar="ALERT-ID")
     p.add_argument("verdict", choices=("approve", "dismiss"))
     add_home_and_run(p, run_feedback)
 

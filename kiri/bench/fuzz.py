@@ -39,13 +39,12 @@ import time
 import traceback
 from pathlib import Path
 
+from . import FUZZ_CASES_MAX as CASES_MAX, FUZZ_EDGES as EDGE_NAMES
 from ..errors import KiriError
 from ..ground import one_line, printable
 
-EDGE_NAMES = ("obs", "import", "config", "weights", "telegram", "mikrotik", "flags")   # fuzz_edges.EDGES, in order
 EXAMPLES = 5          # distinct tracebacks shown per edge (each is counted in full)
 SHOWN_INPUT = 300     # characters of an input shown with its traceback
-CASES_MAX = 10_000_000   # --cases, in all
 
 
 class Defect(Exception):
