@@ -70,7 +70,7 @@ class DeclaredSchemas(unittest.TestCase):
 
     def test_each_bad_schema_is_one_line_when_loaded(self):
         for schema, said in [("Q=learn:²", "1 to 1000 buckets"), ("Q=learn:99999999", "1 to 1000 buckets"),
-                             ("Q=learn:0", "1 to 1000 buckets"), ("T=0:100:1000000", "1 to 1000 buckets"),
+                             ("Q=learn:0", "1 to 1000 buckets"), ("T=0:100:1000000", "buckets from 1 to 1000"),
                              ("T=-1e308:1e308:3", "less than 1.8e308 apart")]:
             with self.subTest(schema=schema), self.assertRaises(KiriError) as caught:
                 self.settings(schema)
