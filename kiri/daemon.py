@@ -412,9 +412,10 @@ class Daemon:
         # incident that lasts all day is one alert, not one an hour. Not once you have
         # dismissed it: what comes back after its cooldown is judged afresh (a CPU
         # runaway can follow the nightly backup you dismissed an hour before).
+        # Either way the decision is the alert's repeat, so your answer to the alert labels it.
         for alert in covered:
-            if alert["state"] != "dismissed":
-                self.store.alert_seen(alert["id"], now)
+            self.store.alert_seen(alert["id"], now, decision_id=decision["id"],
+                                  going_on=alert["state"] != "dismissed")
         news = [s for s in flagged if parts.get(s.atom) is None]
         if covered and not news:
             earlier = covered[0]

@@ -213,8 +213,17 @@ def _migrate_5_to_6(conn):
     conn.execute("ALTER TABLE alerts ADD COLUMN last_ts REAL")
 
 
+def _migrate_6_to_7(conn):
+    # A decision that merged into a running alert instead of raising its own (a repeat)
+    # names that alert in repeat_of, so the owner's answer to the alert labels its repeats
+    # too: a dismissed alert that repeated twenty times must not teach Nerve "alert" twenty
+    # times against one "suppress". SET NULL: pruning an unanswered alert forgets the link.
+    conn.execute("ALTER TABLE decisions ADD COLUMN repeat_of INTEGER REFERENCES alerts (id) ON DELETE SET NULL")
+    conn.execute("CREATE INDEX decisions_repeat ON decisions (repeat_of) WHERE repeat_of IS NOT NULL")
+
+
 MIGRATIONS = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3, _migrate_3_to_4, _migrate_4_to_5,
-              _migrate_5_to_6]
+              _migrate_5_to_6, _migrate_6_to_7]
 
 
 # ---------------------------------------------------------------------------
@@ -450,8 +459,10 @@ _PRUNE = (
     # An answered alert is Nerve's training data; an alert an unsent message carries stays with it.
     ("alerts", "ts < ? AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.alert_id = alerts.id)"
                " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.alert_id = alerts.id)"),
-    # A decision stays while an alert (so: an answered one) points at it.
-    ("decisions", "ts < ? AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.decision_id = decisions.id)"),
+    # A decision stays while an alert (so: an answered one) points at it, or while it
+    # repeats an answered alert: the answer labels it too (labelled_decisions).
+    ("decisions", "ts < ? AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.decision_id = decisions.id)"
+                  " AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.alert_id = decisions.repeat_of)"),
 )
 
 
@@ -876,11 +887,17 @@ class Store:
                            "a.ts DESC, a.id DESC", limit)
         return [self._alert(r) for r in self.conn.execute(sql, args)]
 
-    def alert_seen(self, alert_id, ts):
-        """A repeat merged into this alert at ts: its situation is still going on."""
+    def alert_seen(self, alert_id, ts, decision_id=None, going_on=True):
+        """A repeat merged into this alert at ts. going_on: its situation is still going on,
+        so its cooldown runs from ts. The decision that saw the repeat, if given, becomes
+        one of the alert's repeats, labelled by its answer (labelled_decisions)."""
+        ts, decision_id = _check_ts(ts), _check_id("decision_id", decision_id, optional=True)
         with self._write("alert_seen") as conn:
-            conn.execute("UPDATE alerts SET last_ts = MAX(COALESCE(last_ts, ts), ?) WHERE id = ?",
-                         (_check_ts(ts), alert_id))
+            if going_on:
+                conn.execute("UPDATE alerts SET last_ts = MAX(COALESCE(last_ts, ts), ?) WHERE id = ?",
+                             (ts, alert_id))
+            if decision_id is not None:
+                conn.execute("UPDATE decisions SET repeat_of = ? WHERE id = ?", (alert_id, decision_id))
 
     def add_feedback(self, alert_id, verdict, ts=None):
         """Record the user's answer to an alert: 'approve' (+1) or 'dismiss' (-1).
@@ -919,11 +936,15 @@ class Store:
 
         verdict and reward are None when no alert of the decision was answered. One
         row per decision: if several of its alerts were answered, the latest answer wins.
+        A decision that only repeated a running alert takes that alert's answer, and says
+        so in repeat_of (its alert's id; None for a decision that raised its own).
         """
-        sql, args = _query("SELECT d.id, d.ts, d.state, d.action, d.source, f.verdict, f.reward"
+        sql, args = _query("SELECT d.id, d.ts, d.state, d.action, d.source, d.repeat_of,"
+                           " COALESCE(f.verdict, r.verdict) AS verdict, COALESCE(f.reward, r.reward) AS reward"
                            " FROM decisions d LEFT JOIN feedback f ON f.id = ("
                            "   SELECT f2.id FROM alerts a JOIN feedback f2 ON f2.alert_id = a.id"
-                           "   WHERE a.decision_id = d.id ORDER BY f2.ts DESC, f2.id DESC LIMIT 1)",
+                           "   WHERE a.decision_id = d.id ORDER BY f2.ts DESC, f2.id DESC LIMIT 1)"
+                           " LEFT JOIN feedback r ON r.alert_id = d.repeat_of",
                            [("d.ts >= ?", since)], "d.ts, d.id")
         return [_decoded(r, "state") for r in self.conn.execute(sql, args)]
 

@@ -312,6 +312,10 @@ class NerveTest(unittest.TestCase):
                          [(1004.0, "alert")] + [(1006.0, "suppress")] * w)
         self.assertEqual(rows[1]["values"], dict(self.state(p=0.2), act="suppress"))
         self.assertFalse(any(r["synthetic"] for r in rows))
+        # A repeat merged into a dismissed alert is a `suppress` too, counted once: the owner
+        # answered the alert, not each of its repeats.
+        repeat = dict(row(9, "alert", "dismiss"), repeat_of=2)
+        self.assertEqual([r["values"]["act"] for r in nerve.training_history([repeat])], ["suppress"])
 
     def test_decisions_stored_before_u_or_a_new_atom_still_train(self):
         old_state = {"P": 1.5, "R": None, "D": 0.2, "H": 14.0, "W": 2}   # no U, no GPU: an older release
@@ -977,6 +981,20 @@ class CooldownTest(HomeCase):
         after = self.cycle(d, start + 3600 + 300, BIG)
         self.assertNotEqual((after.alert or {}).get("merged_into"), first["id"],
                             "a dismissed situation that goes on is judged afresh after its cooldown")
+
+
+    def test_your_answer_labels_every_repeat_for_nerve(self):
+        d, store, start = self.pulse_daemon()
+        first = self.cycle(d, start, BIG).alert
+        self.cycle(d, start + 300, BIG)                 # a repeat before you answer
+        store.add_feedback(first["id"], "dismiss", ts=start + 400)
+        self.cycle(d, start + 600, BIG)                 # and one after
+        alerting = [r for r in store.labelled_decisions() if r["action"] == "alert"]
+        self.assertEqual([(r["repeat_of"], r["verdict"]) for r in alerting],
+                         [(None, "dismiss"), (first["id"], "dismiss"), (first["id"], "dismiss")])
+        acts = [r["values"]["act"] for r in nerve.training_history(alerting)]
+        self.assertEqual(acts, ["suppress"] * (nerve.ANSWER_WEIGHT + 2),
+                         "three times dismissed, not once dismissed and twice alerted")
 
 
 class DaemonReadsWeightsOnlyWhenTheyChange(unittest.TestCase):

@@ -55,6 +55,11 @@ class Prune(unittest.TestCase):
             rows[f"{name}_decision"] = s.add_decision({"P": 9}, "alert", ts=OLD)
             rows[f"{name}_alert"] = s.add_alert("pulse", name, decision_id=rows[f"{name}_decision"], ts=OLD,
                                                 sinks=["log"])
+        # Repeats merged into the answered alert (its answer labels them) and into an unanswered one.
+        rows["answered_repeat"] = s.add_decision({"P": 9}, "alert", ts=OLD + 1)
+        s.alert_seen(rows["answered_alert"], OLD + 1, decision_id=rows["answered_repeat"])
+        rows["unanswered_repeat"] = s.add_decision({"P": 9}, "alert", ts=NEW)
+        s.alert_seen(rows["delivered_alert"], NEW, decision_id=rows["unanswered_repeat"])
         rows["ok_decision"] = s.add_decision({"P": 0.1}, "ok", ts=OLD)
         rows["new_decision"] = s.add_decision({"P": 0.1}, "ok", ts=NEW)
         for name in ("answered", "delivered"):
@@ -79,11 +84,15 @@ class Prune(unittest.TestCase):
                                                       (rows["pending_event"], None)])
         self.assertEqual(self.ids("alerts"), [rows["answered_alert"], rows["unsent_alert"]])
         self.assertEqual(self.ids("decisions"), [rows["answered_decision"], rows["unsent_decision"],
+                                                 rows["answered_repeat"], rows["unanswered_repeat"],
                                                  rows["new_decision"]])
+        self.assertIsNone(self.store.labelled_decisions(since=NEW)[0]["repeat_of"],
+                          "a repeat of a pruned alert only loses the link")
         self.assertEqual(self.store.outbox_pending(), 1, "the unsent message stays")
         self.assertEqual(len(self.ids("feedback")), 1)
         labelled = [d for d in self.store.labelled_decisions() if d["verdict"]]
-        self.assertEqual([d["id"] for d in labelled], [rows["answered_decision"]], "Nerve keeps its answer")
+        self.assertEqual([d["id"] for d in labelled], [rows["answered_decision"], rows["answered_repeat"]],
+                         "Nerve keeps its answer, and the repeats it labels")
         self.assertEqual(self.store.conn.execute("PRAGMA foreign_key_check").fetchall(), [])
 
         again = self.store.prune(CUTOFF, batch=2)

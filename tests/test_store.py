@@ -422,11 +422,11 @@ class TestDecisions(StoreTestCase):
         c = s.add_decision({}, "suppress", source="inject")  # ts from the clock: 5000
         self.assertEqual(s.decisions(), [
             {"id": b, "ts": 1, "state": {"pulse": 0.5}, "action": "ok", "probability": None,
-             "source": "rule"},
+             "source": "rule", "repeat_of": None},
             {"id": a, "ts": 2, "state": {"hour": 4, "pulse": 3.5}, "action": "alert",
-             "probability": 0.75, "source": "model"},
+             "probability": 0.75, "source": "model", "repeat_of": None},
             {"id": c, "ts": 5000.0, "state": {}, "action": "suppress", "probability": None,
-             "source": "inject"}])
+             "source": "inject", "repeat_of": None}])
         self.assertEqual([d["id"] for d in s.decisions(since=2)], [a, c])
         self.assertEqual([d["id"] for d in s.decisions(limit=2)], [a, c])
         self.assertEqual([d["id"] for d in s.decisions(since=3, limit=5)], [c])
@@ -553,7 +553,7 @@ class TestAlertsAndFeedback(StoreTestCase):
 
         rows = s.labelled_decisions()
         self.assertEqual(rows[2], {"id": approved, "ts": 3, "state": {"x": 3},
-                                   "action": "alert", "source": "model",
+                                   "action": "alert", "source": "model", "repeat_of": None,
                                    "verdict": "approve", "reward": 1})
         self.assertEqual([(r["id"], r["verdict"], r["reward"]) for r in rows], [
             (unanswered, None, None), (no_alert, None, None), (approved, "approve", 1),
@@ -563,6 +563,25 @@ class TestAlertsAndFeedback(StoreTestCase):
         # (the decision with two answered alerts counts once).
         self.assertEqual(s.decision_counts(), (4, 2))
         self.assertEqual(s.decision_counts(), (len(rows), sum(1 for r in rows if r["verdict"])))
+
+
+    def test_a_repeat_takes_the_answer_of_the_alert_it_merged_into(self):
+        s = self.open()
+        first = s.add_decision({"x": 1}, "alert", ts=1)
+        alert = s.add_alert("rhythm", "m", decision_id=first, situation="rhythm:F>", ts=1)
+        repeats = [s.add_decision({"x": i}, "alert", ts=i) for i in (2, 3)]
+        s.alert_seen(alert, 2, decision_id=repeats[0])
+        s.add_feedback(alert, "dismiss", ts=3)
+        s.alert_seen(alert, 3, decision_id=repeats[1], going_on=False)   # after you dismissed it
+        self.assertEqual(s.alert(alert)["last_ts"], 2, "a dismissed alert's cooldown does not go on")
+        rows = s.labelled_decisions()
+        self.assertEqual([(r["id"], r["repeat_of"], r["verdict"], r["reward"]) for r in rows],
+                         [(first, None, "dismiss", -1), (repeats[0], alert, "dismiss", -1),
+                          (repeats[1], alert, "dismiss", -1)])
+        self.assertEqual(s.decision_counts(), (3, 1), "one answer, whatever its repeats")
+        for bad in ("2", 2.5, True):
+            with self.subTest(decision_id=bad), self.assertRaisesRegex(ValueError, "^decision_id"):
+                s.alert_seen(alert, 4, decision_id=bad)
 
 
 class TestOutbox(StoreTestCase):

@@ -13,8 +13,9 @@ ANSWER_WEIGHT = 5                            # an answer counts as this many rul
 def training_history(labelled):
     """Nerve's training rows from stored decisions: answers override the decided action.
 
-    A dismissed alert becomes `suppress` (reward −1), an approved one `alert` (+1);
-    answered rows are repeated ANSWER_WEIGHT times so a few answers outweigh the rule.
+    A dismissed alert becomes `suppress` (reward −1), an approved one `alert` (+1), and so
+    do the repeats that merged into it; answered rows are repeated ANSWER_WEIGHT times
+    so a few answers outweigh the rule.
     Decisions the model made, or typed in by hand (source 'inject'), count only when answered.
     """
     rows = []
@@ -25,7 +26,9 @@ def training_history(labelled):
         if action not in DECIDING_ACTIONS or (d["source"] != "rule" and d["verdict"] is None):
             continue
         row = {"ts": d["ts"], "values": dict(d["state"], act=action), "synthetic": False}
-        rows += [row] * (ANSWER_WEIGHT if d["verdict"] else 1)
+        # A repeat merged into an answered alert takes its answer, once: the owner answered
+        # the alert, not each of its repeats, and a day-long incident must not outweigh the rest.
+        rows += [row] * (ANSWER_WEIGHT if d["verdict"] and not d.get("repeat_of") else 1)
     return rows
 
 
