@@ -52,9 +52,14 @@ KEYS = {
     "spawn_after": ("", "the old name of learn_after (used when learn_after is not set)"),
     "nerve_retrain_answers": ("3", "Nerve retrains after this many new answers (at most hourly, and daily)"),
     "retain_days": ("90", "readings, scores and decisions older than this many days are deleted (answers are kept)"),
+    "web_bind": ("127.0.0.1:9788", "where `kiri serve` listens, HOST:PORT; any address but loopback needs web_token"),
+    "web_token": ("", "the dashboard's access token (secret); required to listen beyond loopback"),
+    "web_read_only": ("no", "yes = the dashboard shows everything and takes no answers"),
+    "web_url": ("", "the dashboard's address as others reach it (alerts link to it); empty = http://web_bind"),
+    "alertmanager_url": ("", "Alertmanager's base URL, e.g. http://127.0.0.1:9093; empty = no Alertmanager"),
 }
 DEFAULTS = {key: default for key, (default, _) in KEYS.items()}
-SECRETS = ("mikrotik_password", "telegram_token")
+SECRETS = ("mikrotik_password", "telegram_token", "web_token")
 MAX_CONFIG_BYTES = 1_000_000   # a config is a few kB; more is a wrong file (KIRI_CONFIG=/dev/zero), not read whole
 DAY = 86400
 # Every numeric setting: key -> (its unit, the most it may be, whether it is a whole number).
@@ -136,7 +141,35 @@ class Settings:
             if key != "spawn_after" or self.get(key).strip():   # the old name: empty is "not set"
                 self.number(key)
         self.flag("mikrotik_verify")
+        self.flag("web_read_only")
+        self.web_bind
+        self.http_url("alertmanager_url")
+        self.http_url("web_url")
         return self
+
+    @property
+    def web_bind(self):
+        """(host, port) where `kiri serve` listens, from web_bind's HOST:PORT ([::1]:PORT for IPv6)."""
+        text = self.get("web_bind").strip()
+        host, sep, port = text.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise self._bad("web_bind", "must be HOST:PORT with a port from 1 to 65535")
+        return host, int(port)
+
+    def http_url(self, key):
+        """A setting that is an http(s) base URL, without a trailing '/'; '' when it is not set."""
+        text = self.get(key).strip()
+        if not text:
+            return ""
+        try:
+            parts = urllib.parse.urlsplit(text)
+            parts.port   # a port that is not a number raises here
+        except ValueError:
+            raise self._bad(key, "must be an http:// or https:// URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise self._bad(key, "must be an http:// or https:// URL with a host and no user or password in it")
+        return text.rstrip("/")
 
     def paths(self, key):
         text = self.get(key).replace(",", os.pathsep)

@@ -55,6 +55,19 @@ class EveryNumber(unittest.TestCase):
                 load_settings(home=self.home, env={})
 
 
+    def test_addresses_are_checked_when_the_settings_are_loaded(self):
+        for text in ("localhost", "localhost:0", "localhost:65536", ":9788", "[::1]:x", "host:-1"):
+            self.refused("web_bind", text, "must be HOST:PORT")
+        for key in ("alertmanager_url", "web_url"):
+            for text in ("ftp://h", "http://", "127.0.0.1:9093", "http://u:p@h:9093", "http://h:port"):
+                self.refused(key, text, "must be an http:// or https:// URL")
+        settings = load_settings(home=self.home, env={"KIRI_WEB_BIND": "[::1]:9000",
+                                                       "KIRI_ALERTMANAGER_URL": "http://127.0.0.1:9093/"})
+        self.assertEqual(settings.web_bind, ("::1", 9000))
+        self.assertEqual(settings.http_url("alertmanager_url"), "http://127.0.0.1:9093")
+        self.assertEqual(settings.http_url("web_url"), "", "not set")
+
+
 class DeclaredSchemas(unittest.TestCase):
     """Found by `kiri bench fuzz`: a declared atom's schema is checked by the language's own rules
     when the settings are loaded, not when a score or `kiri status` first builds its language."""
