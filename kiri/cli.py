@@ -19,6 +19,7 @@ from .core.engines import ENGINES
 from .core.sample import DEFAULT_TEMPERATURE
 from .core.train import Progress
 from .atoms import BUILTIN
+from .atoms.custom import STEPS_MAX
 from .atoms.drift.schema import EVENTS as DRIFT_EVENTS
 from .bench import FUZZ_CASES_MAX, FUZZ_EDGES
 from .errors import KiriError
@@ -111,8 +112,8 @@ def _number(text, kind, ok, wanted):
 
 
 def add_training_flags(p, steps, seed=42):
-    p.add_argument("--steps", type=positive_int, default=steps,
-                   help="training steps (default %s)" % (steps or "the atom's: 2000 for the built-in ones"))
+    p.add_argument("--steps", type=bounded_int(STEPS_MAX), default=steps,
+                   help="training steps, 1..%d (default %s)" % (STEPS_MAX, steps or "the atom's: 2000 for the built-in ones"))
     p.add_argument("--seed", type=nonnegative_int, default=seed, help=f"random seed (default {seed})")
     p.add_argument("--batch", type=bounded_int(10_000), default=1,
                    help="sequences per step, gradients averaged, 1..10000 (default 1)")
@@ -305,7 +306,7 @@ def build_parser():
 
     p = commands.add_parser("demo", help="the monitor end to end: collect, synthetic history, train Pulse, score, explain")
     p.add_argument("--seconds", type=positive_int, default=20, help="seconds of real readings (default 20)")
-    p.add_argument("--steps", type=positive_int, default=400, help="training steps (default 400)")
+    p.add_argument("--steps", type=bounded_int(STEPS_MAX), default=400, help=f"training steps, 1..{STEPS_MAX} (default 400)")
     p.add_argument("--home", metavar="DIR", help="a new or empty folder for the demo (default: a new temporary folder)")
     p.set_defaults(run=run_demo)
 

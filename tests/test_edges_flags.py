@@ -37,6 +37,7 @@ class Bounded(unittest.TestCase):
                            (("names", "sample", "-n", "{}"), 100_000), (("pulse", "collect", "--synthetic", "{}"), 1_000_000),
                            (("pulse", "train", "--batch", "{}"), 10_000), (("bench", "nab", "--data", "d", "--out", "o",
                                                                           "--jobs", "{}"), 256),
+                           (("pulse", "train", "--steps", "{}"), 100_000), (("demo", "--steps", "{}"), 100_000),
                            (("drift", "collect", "--added", "{}"), 1_000_000)]:   # 400 digits: "must be finite" raised
             with self.subTest(args=args):
                 build_parser().parse_args([a.format(most) for a in args])
