@@ -318,7 +318,8 @@ def read_config_file(path, must_exist=False):
             raise KiriError(f"config file {path} is a folder, not a file")
         if not stat.S_ISREG(mode):   # a pipe would hang the reader, /dev/zero never end
             raise KiriError(f"config file {path} is not a regular file")
-        with open(path, encoding="utf-8") as f:
+        # utf-8-sig: an editor that starts the file with a byte-order mark (Notepad) wrote UTF-8 all the same.
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if must_exist:

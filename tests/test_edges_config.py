@@ -55,6 +55,10 @@ class EveryNumber(unittest.TestCase):
                 load_settings(home=self.home, env={})
 
 
+    def test_a_byte_order_mark_is_not_part_of_the_file(self):
+        (self.home / "config.ini").write_bytes("\ufeff[kiri]\ntick = 60\n".encode("utf-8"))
+        self.assertEqual(load_settings(home=self.home, env={}).number("tick"), 60)
+
     def test_addresses_are_checked_when_the_settings_are_loaded(self):
         for text in ("localhost", "localhost:0", "localhost:65536", ":9788", "[::1]:x", "host:-1"):
             self.refused("web_bind", text, "must be HOST:PORT")
