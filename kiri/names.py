@@ -72,5 +72,8 @@ def train_names(out, steps=1000, seed=42, data=None, engine=DEFAULT_ENGINE,
 def sample_names(weights, n=20, temperature=DEFAULT_TEMPERATURE, seed=None, engine=DEFAULT_ENGINE):
     """`n` new names from saved weights."""
     w = load(weights)
+    if w.language.get("kind") != "char":   # an atom's weights would sample its tokens, not names
+        raise KiriError(f"{weights}: not names weights (their language is {w.language.get('kind')!r}, "
+                        "not characters); train some with `kiri names train`")
     model = make_engine(engine, w.config, w.params)
     return sample(model, language_from_dict(w.language), random.Random(seed), n=n, temperature=temperature)

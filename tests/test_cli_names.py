@@ -5,7 +5,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from tests.helpers import REPO, CommandLineAssertions, run_kiri
+from tests.helpers import REPO, CommandLineAssertions, run_kiri, trained_pulse_home
 
 
 class NamesCommandLine(CommandLineAssertions, unittest.TestCase):
@@ -76,6 +76,12 @@ class NamesCommandLine(CommandLineAssertions, unittest.TestCase):
         self.assertUserError(run_kiri("names", "train", "--steps", 2, "--data", self.tmp / "nope.txt", home=self.tmp),
                              "cannot read names file")
         self.assertUserError(run_kiri("names", "fly", home=self.tmp), "invalid choice")
+
+    def test_an_atoms_weights_are_not_names_weights(self):
+        home = trained_pulse_home(200, 2)
+        proc = run_kiri("names", "sample", "--weights", home / "weights" / "pulse.json", home=self.tmp)
+        self.assertUserError(proc, "not names weights")
+        self.assertEqual(proc.stdout, "")
 
     def test_bad_engine_from_environment(self):
         proc = run_kiri("names", "sample", "-n", 1, home=self.tmp, env={"KIRI_ENGINE": "gpu"})
