@@ -341,7 +341,9 @@ def build_parser():
     p.add_argument("--windows", metavar="FILE", required=True, help="anomaly windows JSON file")
     p.add_argument("--results", metavar="DIR", required=True, help="results directory (holds <detector>/<category>/…)")
     p.add_argument("--detector", default="kiri", help="detector name, letters and digits (default kiri)")
-    p.add_argument("--pattern", metavar="GLOB", help="only data files whose <category>/<file>.csv matches")
+    # --files, as in `bench nab`; --pattern is its old name, still read.
+    p.add_argument("--files", "--pattern", dest="files", metavar="GLOB",
+                   help='only data files whose <category>/<file>.csv matches, e.g. "realAWSCloudwatch/*.csv"')
     p.set_defaults(run=run_bench_nab_score)
     p = bench_kinds.add_parser("fuzz", help="seeded hostile inputs into every edge: refusals, tracebacks, hangs, memory")
     p.add_argument("--cases", type=fuzz_cases, default=2100,
@@ -751,7 +753,7 @@ def run_bench_nab(args):
 
 def run_bench_nab_score(args):
     from .bench import nab_score
-    report = nab_score.score(args.data, args.windows, args.results, detector=args.detector, pattern=args.pattern)
+    report = nab_score.score(args.data, args.windows, args.results, detector=args.detector, pattern=args.files)
     print(nab_score.format_report(report))
 
 

@@ -453,6 +453,20 @@ class CommandLine(CommandLineAssertions, TempCase):
         self.assertIn("reward_low_FP_rate", proc.stdout)
         self.assertIn("cat/b.csv", proc.stdout)
 
+    def test_files_picks_files_as_in_bench_nab_and_pattern_is_its_old_name(self):
+        self.corpus.add("cat/a.csv", scores_with({100: 1.0}))
+        self.corpus.add("dog/b.csv", scores_with({101: 1.0, 60: 0.5}))
+        data, windows, results = self.corpus.paths()
+        for flag in ("--files", "--pattern"):
+            proc = run_kiri("bench", "nab-score", "--data", data, "--windows", windows, "--results", results,
+                            flag, "dog/*.csv", home=self.tmp)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("dog/b.csv", proc.stdout)
+            self.assertNotIn("cat/a.csv", proc.stdout)
+        proc = run_kiri("bench", "nab-score", "--data", data, "--windows", windows, "--results", results,
+                        "--files", "bird/*.csv", home=self.tmp)
+        self.assertUserError(proc, "kiri: error:", code=1)
+
     def test_bad_paths_are_one_line_errors(self):
         self.corpus.add("cat/a.csv", scores_with({100: 1.0}))
         data, windows, results = self.corpus.paths()
