@@ -4,15 +4,15 @@ from ..alerts import Alert
 from ..daemon import setup_logging
 from ..errors import KiriError
 from ..outbox import LogSink, SinkError
-from . import telegram
+from . import alertmanager, telegram
 
 TEST_ALERT = "KIRI test alert: if you can read this, alerts reach you."
 
 
 def sinks_from_settings(settings):
-    """The log always; Telegram when its token and chat are set."""
-    bot = telegram.from_settings(settings)
-    return [LogSink()] + ([bot] if bot is not None else [])
+    """The log always; Telegram when its token and chat are set; Alertmanager when alertmanager_url is."""
+    configured = (telegram.from_settings(settings), alertmanager.from_settings(settings))
+    return [LogSink()] + [sink for sink in configured if sink is not None]
 
 
 def send_test_alert(settings, store, report):
