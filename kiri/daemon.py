@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from . import lifecycle, outbox
 from .alerts import covered_parts, format_alert, like_dismissed, situation_of
 from .atoms import nerve, verbs
-from .atoms.atom import Atom
+from .atoms.atom import MIN_OBSERVATIONS, Atom
 from .atoms.score import Score
 from .atoms.sources import CollectorError
 from .compose import Molecule, Pipe
@@ -510,9 +510,12 @@ class Daemon:
         age = lifecycle.age_since(self.store, NERVE_CLOCK_KEY, self.store.get_kv(NERVE_TRAINED_KEY) or 0, now)
         # New answers retrain it at most hourly: a burst of answers is one lesson, not ten trainings.
         if (since_answers >= self.settings.number("nerve_retrain_answers") and age >= 3600) or age > 86400:
-            nerve.train(list(self.modules), self.store.labelled_decisions(), self.settings.weights_path("nerve"),
-                        engine=self.settings.engine)
-            self.store.set_kv(NERVE_TRAINED_KEY, now)
+            labelled = self.store.labelled_decisions()
+            self.store.set_kv(NERVE_TRAINED_KEY, now)   # tried now: the next try waits as after a training
+            if len(nerve.training_history(labelled)) < MIN_OBSERVATIONS:
+                log.info("Nerve waits: its %d decisions hold too few flagged ones to learn from yet", decisions)
+                return
+            nerve.train(list(self.modules), labelled, self.settings.weights_path("nerve"), engine=self.settings.engine)
             self.store.set_kv(NERVE_ANSWERS_KEY, answers)
             result.meta.append("retrain:nerve")
             log.info("Nerve retrained on %d decisions (%d answers)", decisions, answers)

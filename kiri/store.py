@@ -931,6 +931,17 @@ class Store:
             " AND EXISTS (SELECT 1 FROM feedback f WHERE f.alert_id = a.id)").fetchone()
         return row[0], row[1]
 
+    def alert_counts(self):
+        """{(atom, state): alerts}. A scan of `alerts`, which stays small: a few rows a day at most
+        (one per situation, repeats merge), retention deletes the unanswered ones, and each one
+        it keeps took a person's answer."""
+        return {(atom, state): n for atom, state, n in
+                self.conn.execute("SELECT atom, state, COUNT(*) FROM alerts GROUP BY atom, state")}
+
+    def answer_counts(self):
+        """{verdict: answers}. A scan of `feedback`: one row per alert a person answered."""
+        return dict(self.conn.execute("SELECT verdict, COUNT(*) FROM feedback GROUP BY verdict").fetchall())
+
     def labelled_decisions(self, since=None):
         """Every decision (ts >= since), oldest first, with the answer to its alert.
 

@@ -308,9 +308,10 @@ class NerveTest(unittest.TestCase):
         rows = nerve.training_history(labelled)
         acts = [(r["ts"], r["values"]["act"]) for r in rows]
         w = nerve.ANSWER_WEIGHT
-        self.assertEqual(acts, [(1001.0, "ok")] + [(1002.0, "suppress")] * w + [(1003.0, "alert")] * w +
+        # `ok` is no row: the model only ever chooses between alert and suppress.
+        self.assertEqual(acts, [(1002.0, "suppress")] * w + [(1003.0, "alert")] * w +
                          [(1004.0, "alert")] + [(1006.0, "suppress")] * w)
-        self.assertEqual(rows[1]["values"], dict(self.state(p=0.2), act="suppress"))
+        self.assertEqual(rows[0]["values"], dict(self.state(p=0.2), act="suppress"))
         self.assertFalse(any(r["synthetic"] for r in rows))
         # A repeat merged into a dismissed alert is a `suppress` too, counted once: the owner
         # answered the alert, not each of its repeats.
@@ -462,6 +463,26 @@ class LoopLearnsTest(LearningCase):
         verdicts = [row["verdict"] for row in store.labelled_decisions() if row["verdict"]]
         self.assertEqual(sorted(verdicts), ["approve"] * 2 + ["dismiss"] * 5)
         self.finish_and_check(d, store, states)
+
+
+class NerveWaitsTest(HomeCase):
+    def test_ready_but_too_few_flagged_decisions_waits_without_an_error(self):
+        settings = self.settings()
+        store = self.store()
+        d = self.daemon(settings, store)
+        for i in range(nerve.MIN_DECISIONS - nerve.MIN_ANSWERS):
+            store.add_decision({"P": 0.1}, "ok", ts=1000 + i)
+        for i in range(nerve.MIN_ANSWERS):   # three answers weigh 15 rows: fewer than training needs
+            alert = store.add_alert("pulse", "m", decision_id=store.add_decision({"P": 2.0}, "alert", ts=2000 + i))
+            store.add_feedback(alert, "dismiss", ts=2100 + i)
+        now = 100_000.0
+        result = CycleResult(ts=now)
+        d.maybe_retrain_nerve(now, result)
+        self.assertEqual((result.meta, result.errors), ([], []))
+        self.assertFalse(settings.weights_path("nerve").exists())
+        self.assertEqual(sum("Nerve waits" in line for line in self.log.lines), 1)
+        d.maybe_retrain_nerve(now + 60, result)   # and does not try again at every tick
+        self.assertEqual(sum("Nerve waits" in line for line in self.log.lines), 1)
 
 
 class TelegramCase(HomeCase):

@@ -565,6 +565,17 @@ class TestAlertsAndFeedback(StoreTestCase):
         self.assertEqual(s.decision_counts(), (len(rows), sum(1 for r in rows if r["verdict"])))
 
 
+    def test_alert_and_answer_counts(self):
+        s = self.open()
+        self.assertEqual((s.alert_counts(), s.answer_counts()), ({}, {}))
+        a, b = s.add_alert("pulse", "m", ts=1), s.add_alert("pulse", "m", ts=2)
+        s.add_alert("rhythm", "m", ts=3)
+        s.add_feedback(a, "dismiss", ts=4)
+        s.add_feedback(b, "approve", ts=5)
+        s.add_feedback(b, "dismiss", ts=6)   # a second answer replaces the first
+        self.assertEqual(s.alert_counts(), {("pulse", "dismissed"): 2, ("rhythm", "open"): 1})
+        self.assertEqual(s.answer_counts(), {"dismiss": 2})
+
     def test_a_repeat_takes_the_answer_of_the_alert_it_merged_into(self):
         s = self.open()
         first = s.add_decision({"x": 1}, "alert", ts=1)

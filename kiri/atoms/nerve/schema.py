@@ -37,7 +37,7 @@ def spec(atoms):
     schema = {prefix_of(a): RATIO_SPEC for a in atoms}
     schema.update({"U": RATIO_SPEC, "H": (0, 24, 8), "W": (0, 7, 7), "act": {"labels": actions(atoms)}})
     return AtomSpec(name="nerve", schema=schema, n_embd=16, n_layer=1, n_head=4, block_size=16,
-                    context=0, steps=300)
+                    context=0, steps=600)
 
 
 def state_of(scores, atoms, ts):

@@ -5,14 +5,19 @@ pattern a user keeps dismissing is suppressed after the next retrain.
 
 from ...errors import KiriError
 from ..atom import MIN_OBSERVATIONS, Atom
-from .schema import DECIDING_ACTIONS, spec
+from .schema import spec
 
 ANSWER_WEIGHT = 5                            # an answer counts as this many rule-labelled decisions
+# The decisions Nerve's model makes: whether to alert about what the rule flagged. A cycle
+# with nothing flagged is `ok` whatever the model thinks (decision.decide), so those rows
+# teach it nothing it uses: thousands of them a week drowned the few answers.
+FLAGGED = ("alert", "suppress")
 
 
 def training_history(labelled):
     """Nerve's training rows from stored decisions: answers override the decided action.
 
+    Only flagged decisions (alert or suppress) are rows: the model chooses between the two.
     A dismissed alert becomes `suppress` (reward −1), an approved one `alert` (+1), and so
     do the repeats that merged into it; answered rows are repeated ANSWER_WEIGHT times
     so a few answers outweigh the rule.
@@ -23,7 +28,7 @@ def training_history(labelled):
         action = {"dismiss": "suppress", "approve": "alert"}.get(d["verdict"], d["action"])
         # Unanswered, only the rule's own decisions are labels: the model's would teach it
         # its own guesses (a suppress learned from a suppress), and injected ones are made up.
-        if action not in DECIDING_ACTIONS or (d["source"] != "rule" and d["verdict"] is None):
+        if action not in FLAGGED or (d["source"] != "rule" and d["verdict"] is None):
             continue
         row = {"ts": d["ts"], "values": dict(d["state"], act=action), "synthetic": False}
         # A repeat merged into an answered alert takes its answer, once: the owner answered
