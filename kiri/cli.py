@@ -304,6 +304,13 @@ def build_parser():
 
     add_loop_commands(commands)
 
+    p = commands.add_parser("serve", help="the web dashboard: each atom's surprise over time, alerts to answer, /metrics")
+    p.add_argument("--bind", metavar="HOST:PORT", help="where to listen (default web_bind, 127.0.0.1:9788); "
+                   "any address but loopback needs web_token")
+    p.add_argument("--read-only", action="store_true", help="show everything, take no answers (default web_read_only)")
+    p.add_argument("--screenshot", metavar="FILE.png", help="save a picture of the overview (headless Chromium) and exit")
+    add_home_and_run(p, run_serve)
+
     p = commands.add_parser("demo", help="the monitor end to end: collect, synthetic history, train Pulse, score, explain")
     p.add_argument("--seconds", type=positive_int, default=20, help="seconds of real readings (default 20)")
     p.add_argument("--steps", type=bounded_int(STEPS_MAX), default=400, help=f"training steps, 1..{STEPS_MAX} (default 400)")
@@ -690,6 +697,16 @@ def run_feedback(args):
         except KeyError:
             raise KiriError(f"alert {args.alert_id} does not exist (`kiri alerts` lists them)") from None
     print(f"alert {args.alert_id}: {args.verdict}" + (" (replaced your earlier answer)" if replaced else ""))
+
+
+def run_serve(args):
+    from . import web
+    settings = settings_for(args).check()
+    if args.screenshot:
+        from .web.browser import screenshot
+        print(f"wrote {screenshot(settings, settings.output_path(args.screenshot, '--screenshot'))}")
+        return
+    web.serve(settings, bind=args.bind, read_only=True if args.read_only else None, report=print_flush)
 
 
 def run_nerve_train(args):
