@@ -27,9 +27,10 @@ from .ground import atomic_write, default_home, expand_user, printable
 KEYS = {
     "host_name": ("", "this machine's name in alerts, status and exports; empty = its short hostname"),
     "engine": (DEFAULT_ENGINE, "fast, value (the scalar-autograd reference) or torch (optional)"),
-    "pulse_source": ("system", "system (this machine) or mikrotik"),
+    "pulse_source": ("system", "system (this machine), mikrotik or node_exporter"),
     "pulse_disk": ("", "path whose volume D measures; empty = / (Linux) or the data volume (macOS)"),
     "mikrotik_url": ("", "RouterOS REST base, e.g. https://192.168.88.1"),
+    "node_exporter_url": ("", "a node_exporter's metrics URL, e.g. http://nas.local:9100/metrics"),
     "mikrotik_user": ("", "RouterOS user (a read-only one is enough)"),
     "mikrotik_password": ("", "RouterOS password (secret: keep this file chmod 600)"),
     "mikrotik_cafile": ("", "trust this CA file for the router's certificate"),
@@ -144,6 +145,7 @@ class Settings:
         self.flag("web_read_only")
         self.web_bind
         self.http_url("alertmanager_url")
+        self.http_url("node_exporter_url")
         self.http_url("web_url")
         return self
 
@@ -187,10 +189,11 @@ class Settings:
         return self.get("host_name").strip() or socket.gethostname().split(".")[0]
 
     def host_of(self, atom):
-        """The machine an atom watches: this one, or for a Pulse read from a router, the router."""
-        if atom == "pulse" and self.get("pulse_source") == "mikrotik":
+        """The machine an atom watches: this one, or for a Pulse read from a router or a node_exporter, that machine."""
+        remote = {"mikrotik": "mikrotik_url", "node_exporter": "node_exporter_url"}.get(self.get("pulse_source"))
+        if atom == "pulse" and remote:
             try:
-                return urllib.parse.urlsplit(self.get("mikrotik_url")).hostname or self.host
+                return urllib.parse.urlsplit(self.get(remote)).hostname or self.host
             except ValueError:   # an address urllib cannot read: the source says so when it reads
                 return self.host
         return self.host
