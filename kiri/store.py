@@ -798,10 +798,10 @@ class Store:
                 ratios.append(row["ratio"])
         return ratios[::-1]
 
-    def latest_scores(self, atom=None, limit=10):
-        """The newest scores (of atom, or of all atoms), newest first."""
+    def latest_scores(self, atom=None, limit=10, since=None):
+        """The newest scores (of atom, or of all atoms; with ts >= since), newest first."""
         sql, args = _query("SELECT id, atom, ts, observation_id, score, threshold, verdict, likelihood, tokens"
-                           " FROM scores", [("atom = ?", atom)], "ts DESC, id DESC", limit)
+                           " FROM scores", [("atom = ?", atom), ("ts >= ?", since)], "ts DESC, id DESC", limit)
         return [_decoded(r, "tokens") for r in self.conn.execute(sql, args)]
 
     # -- decisions, alerts, feedback ---------------------------------------------

@@ -197,6 +197,7 @@ class TestScoresAndKV(StoreTestCase):
                                     "score": 3.25, "threshold": 2.0, "verdict": "anomaly",
                                     "tokens": tokens, "likelihood": None})
         self.assertEqual(len(s.latest_scores(limit=1)), 1)
+        self.assertEqual([r["ts"] for r in s.latest_scores("pulse", since=2)], [3])
 
     def test_reading_ratios_are_collected_readings_only_one_per_observation(self):
         s = self.open()

@@ -30,8 +30,7 @@ def rows_for(span, interval):
 
 def scores_since(store, atom, interval, since, span):
     """The atom's scores with ts >= since, oldest first."""
-    rows = store.latest_scores(atom, limit=rows_for(span, interval))
-    return [row for row in reversed(rows) if row["ts"] >= since]
+    return store.latest_scores(atom, limit=rows_for(span, interval), since=since)[::-1]
 
 
 def surprise_series(scores):
