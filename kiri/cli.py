@@ -186,6 +186,8 @@ def add_loop_commands(commands):
     p.add_argument("--once", action="store_true", help="run one full cycle and exit (for cron and tests)")
     p.add_argument("--inject", nargs=2, metavar=("ATOM", "OBS"), action="append",
                    help="with --once: use this reading instead of collecting one, e.g. pulse \"C=95 M=90 …\"")
+    p.add_argument("--serve", nargs="?", const="", metavar="HOST:PORT",
+                   help="while it runs, also serve the dashboard and /metrics (default web_bind), as `kiri serve`")
     add_home_and_run(p, run_daemon)
     sub = p.add_subparsers(dest="daemon_verb", metavar="{status,stop,install,uninstall}", parser_class=Parser)
     q = sub.add_parser("status", help="running, stopped, or stale (killed?); exit 0 only when running")
@@ -577,6 +579,8 @@ def run_daemon(args):
     settings = settings_for(args).check()
     if args.inject and not args.once:
         raise KiriError("--inject goes with --once")
+    if args.serve is not None and args.once:
+        raise KiriError("--serve goes with a running daemon, not --once (or run `kiri serve` beside it)")
     mode = "once" if args.once else "forever"
     # Taken before anything is stored, held to the end: two daemons on one home would
     # store every reading twice and send every alert twice.
@@ -603,9 +607,27 @@ def run_daemon(args):
                       file=sys.stderr)
                 return EXIT_CYCLE_ERRORS
         else:
+            dashboard = serve_beside(settings, args.serve)
             d.install_signal_handlers()
             print(f"kiri daemon: running (log {settings.log_path}); Ctrl-C or SIGTERM stops it", flush=True)
-            d.run_forever()
+            try:
+                d.run_forever()
+            finally:
+                if dashboard is not None:
+                    dashboard.shutdown()
+                    dashboard.server_close()
+
+
+def serve_beside(settings, bind):
+    """`daemon --serve`: the dashboard in a thread of the daemon's process, or None without the flag.
+    It listens before the first cycle, so a port in use is one line at start, not a dead thread."""
+    if bind is None:
+        return None
+    from . import web
+    server = web.make_server(settings, web.bind_address(settings, bind or None))
+    web.serve_in_thread(server)
+    print(f"kiri daemon: dashboard and /metrics at {server.url}", flush=True)
+    return server
 
 
 def run_daemon_install(args):

@@ -6,8 +6,13 @@ locks everything; beyond loopback without a token it does not start.
 """
 
 import http.client
+import os
 import random
 import re
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -22,7 +27,7 @@ from kiri.outbox import LogSink
 from kiri.store import open_store
 from kiri.web import charts, views
 from kiri.web.server import make_server, serve_in_thread
-from tests.helpers import CommandLineAssertions, run_kiri
+from tests.helpers import REPO, CommandLineAssertions, DaemonChildren, run_kiri
 from tests.test_check import damage
 
 HOSTILE_HOST = '<b id="evil">box</b>'
@@ -381,6 +386,57 @@ class Access(WebCase):
         self.assertEqual(len(self.errors), 1, self.errors)
         self.assertIn("GET /alerts", self.errors[0])
         self.assertNotIn("\n", self.errors[0])
+
+
+class FromTheDaemon(DaemonChildren, CommandLineAssertions, unittest.TestCase):
+    """`kiri daemon --serve`: the dashboard in the daemon's own process, for as long as it runs."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.tmp = Path(tmp.name)
+
+    def test_the_daemon_serves_the_dashboard_while_it_runs(self):
+        port = free_port()
+        out = self.tmp / "daemon.out"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KIRI_") and "proxy" not in k.lower()}
+        env.update(PYTHONPATH=str(REPO), KIRI_HOME=str(self.tmp / "home"), KIRI_TICK="0.2", NO_PROXY="127.0.0.1")
+        with open(out, "w") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", "kiri", "daemon", "--serve", f"127.0.0.1:{port}"],
+                                    cwd=str(REPO), env=env, stdout=sink, stderr=subprocess.STDOUT)
+        self.addCleanup(self.reap, proc)
+        proc.output_path = out
+        self.wait_for(proc, lambda: "dashboard and /metrics at" in out.read_text(), "the dashboard's line")
+        self.wait_for(proc, lambda: "kiri_daemon_state" in fetch(port, "/metrics"), "/metrics", poll=0.2)
+        self.assertIn('kiri_daemon_state{host=', fetch(port, "/metrics"))
+        self.assertIn("KIRI", fetch(port, "/"))
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout=60), 0, out.read_text())
+        with self.assertRaises(OSError):   # and the dashboard went with it
+            fetch(port, "/")
+
+    def test_a_bad_serve_is_one_line_and_no_daemon(self):
+        home = self.tmp / "home"
+        self.assertUserError(run_kiri("daemon", "--once", "--serve", home=home, timeout=60), "--serve", code=1)
+        self.assertUserError(run_kiri("daemon", "--serve", "0.0.0.0:9788", home=home, timeout=60), "web_token", code=1)
+        self.assertUserError(run_kiri("daemon", "--serve", "nowhere", home=home, timeout=60), "HOST:PORT", code=1)
+        proc = run_kiri("daemon", "status", home=home, timeout=60)
+        self.assertNotEqual(proc.returncode, 0, "no daemon is left running")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fetch(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode("utf-8", "replace")
+    finally:
+        conn.close()
 
 
 class CommandLine(CommandLineAssertions, unittest.TestCase):

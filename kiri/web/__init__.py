@@ -8,4 +8,4 @@ SVG charts, no script, nothing fetched from elsewhere (it works offline).
     browser.py  headless Chromium over the DevTools protocol: `kiri serve --screenshot`
 """
 
-from .server import bind_address, make_server, serve
+from .server import bind_address, make_server, serve, serve_in_thread
