@@ -25,7 +25,7 @@ SPEC = AtomSpec(
 
 
 def read(spec, settings, store):
-    """One reading from the configured source: this machine (default) or a MikroTik router."""
+    """One reading from the configured source: this machine (default), a MikroTik router or a node_exporter."""
     source = settings.get("pulse_source")
     if source == "mikrotik":
         from . import mikrotik
@@ -35,10 +35,16 @@ def read(spec, settings, store):
                                   settings.get("mikrotik_password"), cafile=settings.get("mikrotik_cafile") or None,
                                   verify=settings.flag("mikrotik_verify"))
         return values, "mikrotik"
+    if source == "node_exporter":
+        from . import node_exporter
+        url = settings.http_url("node_exporter_url")
+        if not url:
+            raise KiriError("pulse: pulse_source is node_exporter but node_exporter_url is not set")
+        return node_exporter.collect(url, disk_path=settings.get("pulse_disk") or None), "node_exporter"
     if source == "system":
         from . import system
         return system.collect(disk_path=settings.get("pulse_disk") or None), system.PLATFORM
-    raise KiriError(f"pulse: pulse_source must be system or mikrotik, got {source!r}")
+    raise KiriError(f"pulse: pulse_source must be system, mikrotik or node_exporter, got {source!r}")
 
 
 def synthetic(rng, ts):
