@@ -21,7 +21,7 @@ from .core.engines import DEFAULT_ENGINE, ENGINES
 from .atoms import RESERVED, custom
 from .atoms.custom import INTERVAL_MAX
 from .errors import KiriError
-from .ground import atomic_write, default_home, expand_user, printable
+from .ground import atomic_write, default_home, expand_user, http_url_problem, printable
 
 # key -> (default, what it means). Values are text, as a config file or the environment gives them.
 KEYS = {
@@ -104,10 +104,11 @@ class Settings:
             return False
         raise self._bad(key, "must be yes or no")
 
-    def _bad(self, key, what):
-        """The one-line error for a setting's value: where it came from, the key, what is wrong."""
+    def _bad(self, key, what, quote=True):
+        """The one-line error for a setting's value: where it came from, the key, what is wrong,
+        and the value unless `quote` is False (an address may hold a password)."""
         where = f"{self.origins[key]}: " if key in self.origins else ""
-        return KiriError(f"{where}setting {key} {what}, got {self.get(key)!r}")
+        return KiriError(f"{where}setting {key} {what}" + (f", got {self.get(key)!r}" if quote else ""))
 
     def number(self, key):
         """A numeric setting within its bounds (NUMBERS): an int for a whole number, else a float."""
@@ -162,16 +163,16 @@ class Settings:
     def http_url(self, key):
         """A setting that is an http(s) base URL, without a trailing '/'; '' when it is not set."""
         text = self.get(key).strip()
-        if not text:
-            return ""
-        try:
-            parts = urllib.parse.urlsplit(text)
-            parts.port   # a port that is not a number raises here
-        except ValueError:
-            raise self._bad(key, "must be an http:// or https:// URL") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-            raise self._bad(key, "must be an http:// or https:// URL with a host and no user or password in it")
+        problem = http_url_problem(text) if text else None
+        if problem:
+            raise self._bad(key, problem, quote=False)
         return text.rstrip("/")
+
+    @property
+    def web_url(self):
+        """The dashboard's address as others reach it: web_url, else http:// + web_bind."""
+        host, port = self.web_bind
+        return self.http_url("web_url") or "http://%s:%d" % (f"[{host}]" if ":" in host else host, port)
 
     def paths(self, key):
         text = self.get(key).replace(",", os.pathsep)

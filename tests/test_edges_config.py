@@ -62,14 +62,22 @@ class EveryNumber(unittest.TestCase):
     def test_addresses_are_checked_when_the_settings_are_loaded(self):
         for text in ("localhost", "localhost:0", "localhost:65536", ":9788", "[::1]:x", "host:-1"):
             self.refused("web_bind", text, "must be HOST:PORT")
-        for key in ("alertmanager_url", "web_url"):
-            for text in ("ftp://h", "http://", "127.0.0.1:9093", "http://u:p@h:9093", "http://h:port"):
-                self.refused(key, text, "must be an http:// or https:// URL")
+        for key in ("alertmanager_url", "web_url", "node_exporter_url"):
+            for text, said in (("ftp://h", "must start with https://"), ("http://", "must start with https://"),
+                               ("127.0.0.1:9093", "must start with https://"), ("http://h:port", "not a valid address"),
+                               ("http://u:secret@h:9093", "must not hold a user or password")):
+                self.refused(key, text, said)
+            with self.assertRaises(KiriError) as caught:
+                load_settings(home=self.home, env={"KIRI_" + key.upper(): "http://u:secret@h:9093"})
+            self.assertNotIn("secret", str(caught.exception), "an address may hold a password: never quoted")
         settings = load_settings(home=self.home, env={"KIRI_WEB_BIND": "[::1]:9000",
                                                        "KIRI_ALERTMANAGER_URL": "http://127.0.0.1:9093/"})
         self.assertEqual(settings.web_bind, ("::1", 9000))
         self.assertEqual(settings.http_url("alertmanager_url"), "http://127.0.0.1:9093")
         self.assertEqual(settings.http_url("web_url"), "", "not set")
+        self.assertEqual(settings.web_url, "http://[::1]:9000", "not set: the address it listens on")
+        self.assertEqual(load_settings(home=self.home, env={"KIRI_WEB_URL": "https://kiri.example/"}).web_url,
+                         "https://kiri.example")
 
 
 class DeclaredSchemas(unittest.TestCase):

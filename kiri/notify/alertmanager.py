@@ -360,7 +360,5 @@ def from_settings(settings, clock=time.time):
     url = settings.http_url("alertmanager_url")
     if not url:
         return None
-    host, port = settings.web_bind
-    web_url = settings.http_url("web_url") or "http://%s:%d" % (f"[{host}]" if ":" in host else host, port)
     ahead = max(ENDS_AHEAD, 4 * settings.number("tick"))
-    return Alertmanager(url, web_url, settings.host_of, settings.number("alert_cooldown"), ahead=ahead, clock=clock)
+    return Alertmanager(url, settings.web_url, settings.host_of, settings.number("alert_cooldown"), ahead=ahead, clock=clock)
