@@ -274,7 +274,7 @@ class Daemon:
         atom = self.atom(name)
         history = self.store.observations(name, until=obs["ts"] + 1e-6, limit=self.modules[name].SPEC.context + 1)
         s = atom.score(obs["values"], atom.context_of(history, len(history) - 1), ts=obs["ts"])
-        verbs.add_likelihood(s, self.settings, self.store, obs["id"])
+        verbs.add_likelihood(s, self.settings, self.store, obs["id"], obs["ts"])
         verbs.record_score(self.store, s, obs["id"], ts=obs["ts"])
         return s
 

@@ -104,7 +104,7 @@ def retrain(module, settings, store, days, now):
     candidate_path = path.with_name(f"{name}.candidate.json")
     verbs.train(module, settings, store, days=days, now=now, path=candidate_path)
     candidate = Atom.load(module.SPEC, candidate_path, engine=settings.engine)
-    judged = newest_held_out(module, store, days, now)
+    judged = newest_held_out(module, settings, store, days, now)
     new, old = judge(candidate, judged), judge(current, judged)
     on = f"on the newest {len(judged)} real readings"
     warm_started = current.trained and current.weights.trained_on.get("synthetic", 0) > 0
@@ -122,9 +122,9 @@ def retrain(module, settings, store, days, now):
     return outcome
 
 
-def newest_held_out(module, store, days, now):
+def newest_held_out(module, settings, store, days, now):
     """(values, context, ts) of the newest real readings a retrain held out, at most GATE_READINGS."""
-    history = verbs.history_for(module, store, real_only=True, days=days, now=now)
+    history = verbs.history_for(module, store, real_only=True, days=days, now=now, settings=settings)
     held = held_out_indices(history, HOLDOUT_FRACTION)[-GATE_READINGS:]
     reader = Atom(module.SPEC)
     return [(history[i]["values"], reader.context_of(history, i), history[i]["ts"]) for i in held]

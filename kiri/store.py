@@ -798,6 +798,13 @@ class Store:
                 ratios.append(row["ratio"])
         return ratios[::-1]
 
+    def scored_since(self, atom):
+        """When the oldest stored score of an atom's collected readings was made (None: none yet)."""
+        row = self.conn.execute("SELECT s.ts FROM scores s JOIN observations o ON o.id = s.observation_id"
+                                " WHERE s.atom = ? AND s.threshold > 0 AND o.source != 'inject'"
+                                " AND o.synthetic = 0 ORDER BY s.ts LIMIT 1", (_check_atom(atom),)).fetchone()
+        return None if row is None else row[0]
+
     def latest_scores(self, atom=None, limit=10, since=None):
         """The newest scores (of atom, or of all atoms; with ts >= since), newest first."""
         sql, args = _query("SELECT id, atom, ts, observation_id, score, threshold, verdict, likelihood, tokens"
@@ -886,6 +893,18 @@ class Store:
                                                  ("COALESCE(a.last_ts, a.ts) >= ?", active_since)],
                            "a.ts DESC, a.id DESC", limit)
         return [self._alert(r) for r in self.conn.execute(sql, args)]
+
+    def approved_spans(self, atom, since=None):
+        """(first, last seen) times of the alerts the owner approved that flagged `atom`
+        (as their main atom or among their scores), last seen at `since` or later; oldest first."""
+        sql, args = _query("SELECT atom, ts, COALESCE(last_ts, ts) AS last, details FROM alerts",
+                           [("state = 'approved'", True), ("COALESCE(last_ts, ts) >= ?", since)], "ts", None)
+        spans = []
+        for r in self.conn.execute(sql, args):
+            flagged = {s.get("atom") for s in json.loads(r["details"]).get("scores", []) if isinstance(s, dict)}
+            if atom == r["atom"] or atom in flagged:
+                spans.append((r["ts"], r["last"]))
+        return spans
 
     def alert_seen(self, alert_id, ts, decision_id=None, going_on=True):
         """A repeat merged into this alert at ts. going_on: its situation is still going on,

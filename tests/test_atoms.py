@@ -15,6 +15,7 @@ from kiri.atoms.drift.schema import SPEC as DRIFT, synthetic as drift_synthetic
 from kiri.atoms.pulse.schema import SPEC as PULSE, synthetic as pulse_synthetic
 from kiri.atoms.rhythm.schema import SPEC as RHYTHM, synthetic as rhythm_synthetic
 from kiri.core.weights import previous_path
+from kiri.config import load_settings
 from kiri.errors import KiriError
 from kiri.store import open_store
 
@@ -290,3 +291,28 @@ class TrainingWindow(unittest.TestCase):
                              "--days narrows the window")
             self.assertEqual(len(verbs.history_for(module, store)), 30)
             self.assertGreaterEqual(TRAIN_WINDOW, 7 * 24 * 60, "a week at one reading a minute fits in the window")
+
+    def test_readings_of_an_approved_incident_are_not_learned_as_normal(self):
+        with tempfile.TemporaryDirectory() as tmp, open_store(tmp) as store:
+            step = PULSE.interval
+            store.add_observations([{"atom": "pulse", "ts": END + i * step, "values": {"C": float(i)}}
+                                    for i in range(40)])
+            incident = store.add_alert("pulse", "pulse is unusual", ts=END + 20 * step)
+            store.alert_seen(incident, END + 24 * step)
+            store.add_feedback(incident, "approve")
+            about_drift = store.add_alert("drift", "drift is unusual", ts=END + 5 * step,
+                                          details={"scores": [{"atom": "drift"}]})
+            store.add_feedback(about_drift, "approve")
+            dismissed = store.add_alert("pulse", "pulse is unusual", ts=END + 30 * step)
+            store.add_feedback(dismissed, "dismiss")
+            store.add_alert("rhythm", "rhythm and pulse", ts=END + 35 * step,
+                            details={"scores": [{"atom": "rhythm"}, {"atom": "pulse"}]})   # not answered yet
+            settings = load_settings(home=tmp, env={"KIRI_ALERT_AFTER": "2"})
+            module = verbs.atom_module("pulse")
+            learned = [r["values"]["C"] for r in verbs.history_for(module, store, settings=settings)]
+            self.assertEqual(learned, [float(i) for i in range(40) if not 18 <= i <= 24],
+                             "the two readings that raised the approved alert, and all it went on for, are left out")
+            self.assertEqual(len(verbs.history_for(module, store)), 40, "without settings: every reading")
+            self.assertEqual(store.approved_spans("drift"), [(END + 5 * step, END + 5 * step)])
+            self.assertEqual(store.approved_spans("pulse", since=END + 25 * step), [],
+                             "an incident over before the window is not looked at")

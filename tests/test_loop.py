@@ -791,15 +791,17 @@ if __name__ == "__main__":
 class UnusualTogetherTest(HomeCase):
     """Readings each under the threshold, but together more surprising than the atom usually is."""
 
-    def run_with_recent(self, recent_ratio):
-        settings = self.settings()
+    def run_with_recent(self, recent_ratio, history="100", first_ts=None):
+        """111 readings from 04:45 on, then a cycle at 14:00. With 100 readings of history
+        (the default 2000 would hold nine hours of one day) the history is full."""
+        settings = self.settings(KIRI_LIKELIHOOD_HISTORY=history)
         self.install_pulse(settings)
         store = self.store()
         threshold = Atom.load(verbs.atom_module("pulse").SPEC, settings.weights_path("pulse")).threshold
         start = local(FIRST_MONDAY, 4)   # the last of them at 13:10; the cycle runs at 14:00
         for i in range(111):   # 100 usual collected readings, then 11 at `recent_ratio` of the threshold
             ratio = (0.25 + 0.1 * (i % 3) / 2) if i < 100 else recent_ratio
-            ts = start + 300 * i
+            ts = first_ts if i == 0 and first_ts is not None else start + 300 * i
             obs = store.add_observation("pulse", NORMALS[i % 3], ts=ts, source="linux")
             store.add_score("pulse", ratio * threshold, threshold=threshold, observation_id=obs, ts=ts)
         return self.cycle(self.daemon(settings, store), local(FIRST_MONDAY, 14), pulse=NORMALS[0]), store
@@ -824,6 +826,17 @@ class UnusualTogetherTest(HomeCase):
         result = self.cycle(self.daemon(settings, self.store()), local(FIRST_MONDAY, 14), pulse=NORMALS[0])
         self.assertIsNone(result.scores[0].likelihood, "41 readings are too few to know what is usual")
         self.assertIsNone(result.decision["state"]["U"])
+
+    def test_no_likelihood_until_its_history_is_full_or_spans_a_week(self):
+        # Nine hours of a Monday are not what is usual for this atom: a Monday morning after
+        # a history of one weekend would look "unusual together" (the simulated month's day 14).
+        result, _ = self.run_with_recent(0.9, history="2000")
+        self.assertIsNone(result.scores[0].likelihood)
+        self.assertEqual(result.decision["action"], "ok")
+
+    def test_a_history_that_spans_a_week_speaks_before_it_is_full(self):
+        result, _ = self.run_with_recent(0.9, history="2000", first_ts=local(FIRST_MONDAY, 4) - 7 * 86400)
+        self.assertEqual(result.scores[0].verdict, "unusual")
 
     def test_the_usual_level_stays_quiet(self):
         result, _ = self.run_with_recent(0.3)

@@ -37,8 +37,8 @@ ANOMALY = dict(C=95, M=95, D=44, S=90, L=18, N=1)   # far from the synthetic rou
 RHYTHM = dict(H=14, W=2, I=0, A=100, F=30, G=0)      # injected, so no test reads this machine
 DRIFT = dict(A=1, C=1, S=0)
 READINGS, SCORED = 300, 40
-# A short likelihood window, so 40 scored readings are history enough for a likelihood.
-ENV = {"KIRI_HOST_NAME": HOST, "KIRI_LIKELIHOOD_WINDOW": "2"}
+# A short likelihood window and history, so 40 scored readings are history enough for a likelihood.
+ENV = {"KIRI_HOST_NAME": HOST, "KIRI_LIKELIHOOD_WINDOW": "2", "KIRI_LIKELIHOOD_HISTORY": "30"}
 HOSTILE = 'web "01" \\ prod\nrack 4'                # a host name with every character the format escapes
 HOSTILE_LABELS = {"host": HOSTILE, "atom": HOSTILE, "field": "\\\\"}
 

@@ -41,7 +41,8 @@ ANOMALIES = (dict(C=97, M=95, D=44, S=90, L=18, N=1), dict(C=5, M=30, D=44, S=20
 
 
 def home_settings(home, **env):
-    base = {"KIRI_HOST_NAME": HOSTILE_HOST, "KIRI_ALERT_AFTER": "1", "KIRI_RETRAIN_DAYS": "365"}
+    base = {"KIRI_HOST_NAME": HOSTILE_HOST, "KIRI_ALERT_AFTER": "1", "KIRI_RETRAIN_DAYS": "365",
+            "KIRI_LIKELIHOOD_HISTORY": "60"}   # full after 72 of the RECENT readings: they get a likelihood
     base.update(env)
     return load_settings(home=home, env=base)
 
@@ -62,7 +63,7 @@ def build_home(home, now):
         readings = store.observations("pulse", since=now - RECENT * 300 - 1, real_only=True)
         for i, obs in enumerate(readings):
             result = atom.score(obs["values"], atom.context_of(readings, i), ts=obs["ts"])
-            verbs.add_likelihood(result, settings, store, obs["id"])
+            verbs.add_likelihood(result, settings, store, obs["id"], obs["ts"])
             verbs.record_score(store, result, obs["id"], ts=obs["ts"])
         clock = [now - 250]
         daemon = Daemon(settings, store, clock=lambda: clock[0], sinks=[LogSink()])

@@ -127,14 +127,32 @@ def add_synthetic(module, store, n, seed=0, end=None, interval=None):
 
 # --- train --------------------------------------------------------------------------
 
-def history_for(module, store, real_only=False, days=None, now=None, window=TRAIN_WINDOW):
+def history_for(module, store, real_only=False, days=None, now=None, window=TRAIN_WINDOW, settings=None):
     """The stored observations an atom trains on, oldest first: the newest `window` of them
     (of the last `days`, when given). Read with a LIMIT, so a long history is never loaded;
-    made-up readings (`daemon --inject`) are not history and are left out in the query."""
+    made-up readings (`daemon --inject`) are not history and are left out in the query.
+
+    With settings, the readings of incidents are left out too: those the owner approved an
+    alert about (incident_spans). Learned as normal, an incident would be normal — and its
+    end, the machine's usual state, a surprise: in the simulated month Drift retrained on a
+    day of scope creep and then alerted four times about an ordinary weekend. The gap they
+    leave breaks the context (Atom.context_of), so no reading is read after the incident.
+    """
     since = None
     if days is not None:
         since = (time.time() if now is None else now) - days * 86400
-    return store.observations(module.SPEC.name, since=since, real_only=real_only, limit=window, injected=False)
+    rows = store.observations(module.SPEC.name, since=since, real_only=real_only, limit=window, injected=False)
+    if settings is None or not rows:
+        return rows
+    spans = incident_spans(module, settings, store, since=rows[0]["ts"])
+    return [r for r in rows if not any(first <= r["ts"] <= last for first, last in spans)]
+
+
+def incident_spans(module, settings, store, since):
+    """(first, last) times of the alerts about this atom that the owner approved (last seen
+    at `since` or later), from the first of the `alert_after` readings that raised each."""
+    lead = settings.count("alert_after") * module.SPEC.interval
+    return [(first - lead, last) for first, last in store.approved_spans(module.SPEC.name, since)]
 
 
 def train(module, settings, store, steps=None, seed=42, batch=1, warm_start=False, days=None,
@@ -142,7 +160,7 @@ def train(module, settings, store, steps=None, seed=42, batch=1, warm_start=Fals
     """Train an atom on its real readings (and, with warm_start, the stored synthetic history)
     and save its weights atomically to `path` (default KIRI_HOME/weights/<atom>.json);
     returns a TrainReport. Synthetic history is never mixed in unless asked for."""
-    history = history_for(module, store, real_only=not warm_start, days=days, now=now)
+    history = history_for(module, store, real_only=not warm_start, days=days, now=now, settings=settings)
     name = module.SPEC.name
     if not warm_start and len(history) < MIN_OBSERVATIONS:
         synthetic = store.count_observations(name)["synthetic"]
@@ -211,22 +229,27 @@ def score(module, settings, store, obs=None, record=True, warn=None):
     except ValueError as e:
         raise KiriError(str(e)) from None
     if observation_id is not None:
-        add_likelihood(result, settings, store, observation_id)
+        add_likelihood(result, settings, store, observation_id, latest[-1]["ts"])
     if record:
         record_score(store, result, observation_id)
     return result
 
 
 LIKELIHOOD_WARMUP = 30   # readings past the window before the likelihood says anything
+HISTORY_SPAN = 7 * 86400  # ... and, until its history is full, the time it must span
 
 
-def add_likelihood(result, settings, store, observation_id):
+def add_likelihood(result, settings, store, observation_id, ts):
     """Fill in how unusual this atom's recent readings are, together (core/surprise.py).
 
     The mean score/threshold of the last `likelihood_window` collected readings (this one
     included) is compared with the `likelihood_history` readings before them; above
     `likelihood_alert` the verdict is 'unusual' even when no single reading is over the
     threshold — a slow climb, a level that stays a little off.
+
+    It says nothing until that history is full or spans a week (HISTORY_SPAN): a history
+    of a weekend alone makes every Monday morning "unusual together". In the simulated
+    month, Drift's first Monday after it learned on a Thursday gave ten false alerts.
     """
     window, history = settings.count("likelihood_window"), settings.count("likelihood_history")
     level = settings.fraction("likelihood_alert")   # read first: a bad setting is an error, with or without history
@@ -235,6 +258,9 @@ def add_likelihood(result, settings, store, observation_id):
     ratios = store.reading_ratios(result.atom, window + history - 1, exclude_observation=observation_id)
     if len(ratios) + 1 < window + LIKELIHOOD_WARMUP:
         return result   # too little history to say what is usual: no likelihood rather than a 0
+    span = min(HISTORY_SPAN, settings.number("retain_days") * 86400)   # pruning keeps no more than that
+    if len(ratios) + 1 < window + history and (store.scored_since(result.atom) or ts) > ts - span:
+        return result   # a history of part of the week: the rest of it would look unusual
     likelihood = AnomalyLikelihood(short=window, long=history, warmup=LIKELIHOOD_WARMUP)
     result.likelihood = likelihood.replay(ratios + [result.ratio])
     result.unusual_at = level
