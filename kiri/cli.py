@@ -232,10 +232,13 @@ def add_loop_commands(commands):
 
     p = commands.add_parser("setup", help="set this machine up: config, a check of each source, Telegram, the service")
     p.add_argument("--host-name", metavar="NAME", help="this machine's name in alerts (default: its short hostname)")
-    p.add_argument("--pulse-source", choices=("system", "mikrotik"), help="Pulse reads this machine or a MikroTik router")
+    p.add_argument("--pulse-source", choices=("system", "mikrotik", "node_exporter"),
+                   help="Pulse reads this machine, a MikroTik router or a node_exporter")
     p.add_argument("--mikrotik-url", metavar="URL", help="the router's address, e.g. https://192.168.88.1")
     p.add_argument("--mikrotik-user", metavar="USER", help="a RouterOS user (a read-only one is enough)")
     p.add_argument("--mikrotik-password-file", metavar="FILE", help="a file (chmod 600) holding its password")
+    p.add_argument("--node-exporter-url", metavar="URL",
+                   help="a node_exporter's metrics address, e.g. http://nas.local:9100/metrics")
     p.add_argument("--telegram-token-file", metavar="FILE", help="a file (chmod 600) holding the bot's token")
     p.add_argument("--telegram-chat-id", metavar="ID", help="the chat alerts go to")
     p.add_argument("--telegram-token", "--mikrotik-password", nargs="?", action=RefuseSecret, help=argparse.SUPPRESS)
@@ -752,7 +755,8 @@ def run_init(args):
 def run_setup(args):
     from . import setup
     given = {"host_name": args.host_name, "pulse_source": args.pulse_source, "mikrotik_url": args.mikrotik_url,
-             "mikrotik_user": args.mikrotik_user, "telegram_chat_id": args.telegram_chat_id}
+             "mikrotik_user": args.mikrotik_user, "node_exporter_url": args.node_exporter_url,
+             "telegram_chat_id": args.telegram_chat_id}
     secret_files = {"telegram_token": args.telegram_token_file, "mikrotik_password": args.mikrotik_password_file}
     setup.run(home=args.home, given=given, secret_files=secret_files, service=not args.no_service, start=args.start,
               verify=not args.no_verify, wait=args.wait, interactive=sys.stdin.isatty(), report=print_flush)

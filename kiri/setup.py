@@ -34,7 +34,7 @@ from .atoms import verbs
 from .atoms.sources import CollectorError, run_command
 from .config import DEFAULTS, SECRETS, config_path, load_settings, set_config_values, write_default_config
 from .errors import KiriError
-from .ground import PLATFORM
+from .ground import PLATFORM, http_url_problem
 from .status import describe_daemon, duration
 from .store import StoreError, open_store
 
@@ -48,7 +48,7 @@ DEFAULT_WAIT = 60   # seconds verify waits for the service's first reading
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 CHAT_ID = re.compile(r"-?[0-9]{1,20}\Z|@[A-Za-z][A-Za-z0-9_]{4,31}\Z")
 TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,200}\Z")
-PULSE_SOURCES = ("system", "mikrotik")
+PULSE_SOURCES = ("system", "mikrotik", "node_exporter")
 
 
 def check_host_name(text):
@@ -61,7 +61,7 @@ def check_host_name(text):
 def check_pulse_source(text):
     text = text.strip().lower()
     if text not in PULSE_SOURCES:
-        raise KiriError(f"pulse source must be system or mikrotik, got {text!r}")
+        raise KiriError(f"pulse source must be system, mikrotik or node_exporter, got {text!r}")
     return text
 
 
@@ -76,6 +76,16 @@ def check_mikrotik_url(text):
         raise KiriError("give the router's user and password separately, not inside its address")
     if not host or parts.scheme not in ("https", "http") or not text.isprintable() or " " in text:
         raise KiriError(f"router address must look like https://192.168.88.1, got {text!r}")
+    return text
+
+
+def check_node_exporter_url(text):
+    # ground's words, as the daemon's own check (Settings.http_url) gives them: they never
+    # quote the address, whose query may hold a token.
+    text = text.strip()
+    problem = http_url_problem(text)
+    if problem:
+        raise KiriError(f"node_exporter address {problem}")
     return text
 
 
@@ -107,7 +117,8 @@ def check_token(text):
 
 
 CHECKS = {"host_name": check_host_name, "pulse_source": check_pulse_source, "mikrotik_url": check_mikrotik_url,
-          "mikrotik_user": check_mikrotik_user, "mikrotik_password": check_password,
+          "node_exporter_url": check_node_exporter_url, "mikrotik_user": check_mikrotik_user,
+          "mikrotik_password": check_password,
           "telegram_token": check_token, "telegram_chat_id": check_chat_id}
 SECRET_FILE_FLAGS = {"telegram_token": "--telegram-token-file", "mikrotik_password": "--mikrotik-password-file"}
 
@@ -156,8 +167,11 @@ def gather(given, settings, ask=None, ask_secret=None, report=print):
         return values.get(key, settings.get(key))
 
     question(values, "host_name", "This machine's name in alerts", now("host_name") or settings.host, ask, report)
-    question(values, "pulse_source", "Pulse reads this machine (system) or a MikroTik router (mikrotik)",
-             now("pulse_source"), ask, report)
+    question(values, "pulse_source", "Pulse reads this machine (system), a MikroTik router (mikrotik) "
+             "or a node_exporter (node_exporter)", now("pulse_source"), ask, report)
+    if now("pulse_source") == "node_exporter":
+        question(values, "node_exporter_url", "node_exporter address, e.g. http://nas.local:9100/metrics",
+                 shown_value("node_exporter_url", now("node_exporter_url")), ask, report)
     if now("pulse_source") == "mikrotik":
         question(values, "mikrotik_url", "Router address, e.g. https://192.168.88.1", now("mikrotik_url"), ask, report)
         question(values, "mikrotik_user", "RouterOS user (a read-only one is enough)", now("mikrotik_user"), ask, report)
@@ -220,9 +234,21 @@ def write_config(home, values, env=None):
         raise KiriError(f"cannot write {path}: {e.strerror or e}") from None
 
 
+def shown_value(key, value):
+    """`value` as setup shows it: a node_exporter address without its query, which may hold a
+    token (as node_exporter.page_of shows it in errors); '?…' says there is one."""
+    if key != "node_exporter_url" or not value:
+        return value
+    if http_url_problem(value):   # a saved address the daemon refuses: its error does not quote it either
+        return "Enter keeps the saved one"
+    parts = urllib.parse.urlsplit(value)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
+
+
 def describe_config(path, created, changed, values):
     """'config: wrote … (mode 0600): host_name = box1, telegram_token (hidden)', or what changed."""
-    said = ", ".join(f"{key} (hidden)" if key in SECRETS else f"{key} = {values[key]}" for key in changed)
+    said = ", ".join(f"{key} (hidden)" if key in SECRETS else f"{key} = {shown_value(key, values[key])}"
+                     for key in changed)
     if created:
         return f"config: wrote {path} (mode 0600): " + (said or "every key at its default")
     if changed:
@@ -403,7 +429,8 @@ def opened_store(home):
 def run(home=None, given=None, secret_files=None, service=True, start=False, verify=True, wait=DEFAULT_WAIT,
         interactive=False, ask=input, ask_secret=getpass.getpass, report=print, env=None, kind=None):
     """`kiri setup`. given: {key: text} of host_name, pulse_source, mikrotik_url, mikrotik_user,
-    telegram_chat_id (None = not given); secret_files: {telegram_token | mikrotik_password: path}.
+    node_exporter_url, telegram_chat_id (None = not given); secret_files: {telegram_token |
+    mikrotik_password: path}.
     service=False stops after Telegram; start runs the service's start command, and then,
     with verify, waits up to `wait` s for its first reading. interactive: ask what is missing
     (ask, ask_secret). kind: the service kind (default service_kind()). Every mistake is a

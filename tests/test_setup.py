@@ -1,9 +1,10 @@
 """`kiri setup`: the real command line in subprocesses, with its own KIRI_HOME and HOME, stdin
 not a terminal (or a pseudo-terminal, for the questions), every KIRI_<KEY> of the caller's
-environment neutralised; Telegram is the loopback fake (kiri/bench/fake_telegram.py) and the
-router a loopback RouterOS. No test installs a service: the choice of its kind, its start
-commands and the wait for its first reading are tested as library calls, the last against a
-real `kiri daemon` child.
+environment neutralised; Telegram is the loopback fake (kiri/bench/fake_telegram.py), the
+router a loopback RouterOS and the node_exporter a loopback server of a recorded scrape
+(tests/data/node_exporter-1.5.0.metrics). No test installs a service: the choice of its
+kind, its start commands and the wait for its first reading are tested as library calls,
+the last against a real `kiri daemon` child.
 """
 
 import os
@@ -19,6 +20,7 @@ import unittest
 from pathlib import Path
 
 from kiri import setup
+from kiri.atoms.pulse.schema import SPEC as PULSE
 from kiri.config import KEYS, load_settings, read_config_file, set_config_values, write_default_config
 from kiri.errors import KiriError
 from kiri.bench.fake_telegram import FakeTelegram
@@ -26,6 +28,7 @@ from kiri.bench.loopback import QuietServer
 from kiri.store import open_store
 from tests.helpers import REPO, CommandLineAssertions, DaemonChildren, kiri_env
 from tests.test_pulse_mikrotik import INTERFACES, PASSWORD, RESOURCE_HAP, USER, FakeRouterOS, authorization
+from tests.test_pulse_node_exporter import SAMPLE, FakeExporter, later, reading, serving
 
 TIMEOUT = 60
 TOKEN = "424242:TEST-token-that-must-never-be-printed"
@@ -33,6 +36,8 @@ CHAT_ID = 4242
 # Every setting's variable set to "" (= not given), and KIRI_CONFIG too: only the temp home counts.
 NEUTRAL_ENV = dict({"KIRI_" + key.upper(): "" for key in KEYS}, KIRI_CONFIG="", KIRI_HOME="")
 LINUX = sys.platform.startswith("linux")
+PULSE_QUESTION = "Pulse reads this machine (system), a MikroTik router (mikrotik) or a node_exporter (node_exporter)"
+EXPORTER_QUESTION = "node_exporter address, e.g. http://nas.local:9100/metrics"
 
 
 class SetupTestCase(CommandLineAssertions, unittest.TestCase):
@@ -75,6 +80,55 @@ class SetupTestCase(CommandLineAssertions, unittest.TestCase):
         for text in [proc.stdout, proc.stderr] + [p.read_text(encoding="utf-8") for p in self.home.glob("kiri.log*")]:
             self.assertNotIn(secret, text)
             self.assertNotIn(secret.split(":")[-1], text)
+
+    def exporter(self):
+        """A node_exporter on 127.0.0.1 answering the recorded scrape, then one a second later
+        (Pulse's CPU is the rate between two scrapes): the server, and its address."""
+        server = QuietServer(("127.0.0.1", 0), FakeExporter)
+        server.paths, server.answers = [], [serving(SAMPLE), serving(later(SAMPLE))]
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        self.addCleanup(thread.join, 2)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+    def terminal(self, *args):
+        """`kiri setup --home HOME args…` on a pseudo-terminal: a Terminal to answer its questions."""
+        leader, follower = pty.openpty()
+        child = subprocess.Popen([sys.executable, "-m", "kiri", "setup", "--home", str(self.home)] + list(args),
+                                 cwd=str(REPO), env=self.env(), stdin=follower, stdout=follower, stderr=follower,
+                                 start_new_session=True)   # no controlling terminal: getpass reads stdin
+        os.close(follower)
+        self.addCleanup(os.close, leader)
+        return Terminal(self, child, leader)
+
+
+class Terminal:
+    """The screen of a child on a pseudo-terminal, read only as far as the test needs."""
+
+    def __init__(self, test, child, leader):
+        self.test, self.child, self.leader, self.screen = test, child, leader, ""
+
+    def answer(self, prompt, text):
+        """Wait for `prompt` (exactly), then type `text` and Enter; what came before it is dropped."""
+        deadline = time.monotonic() + TIMEOUT
+        while prompt not in self.screen:
+            ready, _, _ = select.select([self.leader], [], [], max(0.0, deadline - time.monotonic()))
+            self.test.assertTrue(ready, f"no prompt {prompt!r} in:\n{self.screen}")
+            self.screen += os.read(self.leader, 4096).decode("utf-8", "replace")
+        self.screen = self.screen.split(prompt, 1)[1]
+        os.write(self.leader, text.encode() + b"\n")
+
+    def finish(self):
+        """Wait for the child to succeed; the rest of the screen since the last answer."""
+        self.test.assertEqual(self.child.wait(timeout=TIMEOUT), 0, self.screen)
+        while select.select([self.leader], [], [], 0.5)[0]:
+            try:
+                self.screen += os.read(self.leader, 4096).decode("utf-8", "replace")
+            except OSError:   # the child has gone: the terminal is closed
+                break
+        return self.screen
 
 
 class ConfigAndSources(SetupTestCase):
@@ -142,6 +196,45 @@ class ConfigAndSources(SetupTestCase):
         self.assertIn("config: changed mikrotik_password (hidden) in", wrong.stdout)
         self.assertNoSecret("not-it", wrong)
 
+    def test_a_node_exporter_is_written_to_the_config_and_read_from_it(self):
+        server, url = self.exporter()
+        pulse_ok = f"  pulse: ok ({setup.describe_reading(PULSE, reading(SAMPLE))}) from node_exporter"
+        proc = self.ok("--no-service", "--pulse-source", "node_exporter", "--node-exporter-url", url + "/metrics")
+        self.assertIn(f"config: wrote {self.home / 'config.ini'} (mode 0600): pulse_source = node_exporter, "
+                      f"node_exporter_url = {url}/metrics\n", proc.stdout)
+        self.assertEqual(self.config(), {"pulse_source": "node_exporter", "node_exporter_url": url + "/metrics"})
+        self.assertIn(pulse_ok + "\n", proc.stdout)
+        self.assertEqual(server.paths, ["/metrics", "/metrics"])   # two scrapes: CPU is their rate
+        self.assertPrivate()
+        with open_store(self.home) as store:   # read, not stored
+            self.assertEqual(store.count_observations(), {"real": 0, "synthetic": 0, "injected": 0})
+
+        # Nothing given: the source is the config's alone (check_sources reads the settings written).
+        server.paths, server.answers = [], [serving(SAMPLE), serving(later(SAMPLE))]
+        again = self.ok("--no-service")
+        self.assertIn("unchanged (nothing given to change)", again.stdout)
+        self.assertIn(pulse_ok + "\n", again.stdout)
+        self.assertEqual(server.paths, ["/metrics", "/metrics"])
+
+        # A query may hold a token: written and sent, never shown.
+        server.paths, server.answers = [], [serving(SAMPLE), serving(later(SAMPLE))]
+        query = self.ok("--no-service", "--node-exporter-url", url + "/metrics?token=s3cret")
+        self.assertIn(f"config: changed node_exporter_url = {url}/metrics?… in", query.stdout)
+        self.assertIn(pulse_ok + "\n", query.stdout)
+        self.assertEqual(server.paths, ["/metrics?token=s3cret"] * 2)
+        self.assertEqual(self.config()["node_exporter_url"], url + "/metrics?token=s3cret")
+        self.assertNoSecret("s3cret", query)
+
+    def test_a_source_address_alone_is_written_and_leaves_the_source_as_it_is(self):
+        server, url = self.exporter()
+        for flag, key in (("--mikrotik-url", "mikrotik_url"), ("--node-exporter-url", "node_exporter_url")):
+            with self.subTest(flag=flag):
+                proc = self.ok("--no-service", "--host-name", "box1", flag, url)
+                self.assertEqual(self.config(), {"host_name": "box1", key: url})
+                self.assertIn("no terminal to ask on, so the defaults: Pulse reads this machine;", proc.stdout)
+                self.assertEqual(server.paths, [])   # not read: pulse_source is still system
+                (self.home / "config.ini").unlink()
+
 
 class Telegram(SetupTestCase):
     def test_a_test_alert_reaches_the_fake_bot_and_the_token_is_only_in_the_private_config(self):
@@ -202,6 +295,32 @@ class Mistakes(SetupTestCase):
                 self.assertNotIn("admin:pw", proc.stderr)
                 self.assertFalse(self.home.exists())
 
+    def test_a_bad_node_exporter_address_is_one_line_that_does_not_repeat_it_and_nothing_is_written(self):
+        # kiri.ground.http_url_problem's words, after "node_exporter address ".
+        scheme = "must start with https:// (or http://) and name a host"
+        cases = (("ftp://box.lan/s3cret", scheme), ("box.lan:9100", scheme),
+                 ("http://user:s3cret@box.lan:9100", "must not hold a user or password"),
+                 ("http://box lan:9100/s3cret", "must not contain spaces or control characters"),
+                 ("http://[::1/s3cret", "is not a valid address (like https://host or https://host:port)"))
+        cases = [(url, "node_exporter address " + words) for url, words in cases]
+        for url, words in cases:
+            with self.subTest(url=url):
+                proc = self.setup("--no-service", "--node-exporter-url", url)
+                self.assertUserError(proc, words, code=1)
+                self.assertTrue(proc.stderr.endswith(words + "\n"), proc.stderr)
+                self.assertNotIn(url, proc.stderr)
+                self.assertNoSecret("s3cret", proc)
+                self.assertFalse(self.home.exists())
+        # An existing config is left as it was, byte for byte and untouched.
+        path = write_default_config(self.home, {"host_name": "box1"})
+        before = path.read_bytes(), os.stat(str(path)).st_mtime_ns
+        for url, words in cases:
+            with self.subTest(url=url, config="existing"):
+                proc = self.setup("--no-service", "--pulse-source", "node_exporter", "--node-exporter-url", url)
+                self.assertUserError(proc, words, code=1)
+                self.assertNoSecret("s3cret", proc)
+                self.assertEqual((path.read_bytes(), os.stat(str(path)).st_mtime_ns), before)
+
     def test_a_file_without_a_token_is_refused_without_showing_it(self):
         proc = self.setup("--no-service", "--telegram-token-file", self.secret_file("my secret words"))
         self.assertUserError(proc, "that is not a bot token", code=1)
@@ -212,35 +331,55 @@ class Questions(SetupTestCase):
     """On a terminal: what the flags left out is asked, secrets without echo."""
 
     def test_on_a_terminal_the_missing_values_are_asked(self):
-        leader, follower = pty.openpty()
-        child = subprocess.Popen([sys.executable, "-m", "kiri", "setup", "--home", str(self.home), "--no-service"],
-                                 cwd=str(REPO), env=self.env(), stdin=follower, stdout=follower, stderr=follower,
-                                 start_new_session=True)   # no controlling terminal: getpass reads stdin
-        os.close(follower)
-        self.addCleanup(os.close, leader)
-        screen = []
-
-        def answer(prompt, text):
-            deadline = time.monotonic() + TIMEOUT
-            while prompt not in "".join(screen):
-                ready, _, _ = select.select([leader], [], [], max(0.0, deadline - time.monotonic()))
-                self.assertTrue(ready, f"no prompt {prompt!r} in:\n{''.join(screen)}")
-                screen.append(os.read(leader, 4096).decode("utf-8", "replace"))
-            screen[:] = ["".join(screen).split(prompt, 1)[1]]
-            os.write(leader, text.encode() + b"\n")
-
-        answer("This machine's name in alerts [", "bad name!")
-        answer("This machine's name in alerts [", "box3")
-        answer("Pulse reads this machine (system) or a MikroTik router (mikrotik) [system]: ", "")
-        answer("Telegram bot token from @BotFather (not shown) [Enter: no Telegram]: ", "")
-        self.assertEqual(child.wait(timeout=TIMEOUT), 0)
-        while select.select([leader], [], [], 0.5)[0]:
-            try:
-                screen.append(os.read(leader, 4096).decode("utf-8", "replace"))
-            except OSError:   # the child has gone: the terminal is closed
-                break
-        self.assertIn("config: wrote", "".join(screen))
+        terminal = self.terminal("--no-service")
+        terminal.answer("This machine's name in alerts [", "bad name!")
+        terminal.answer("This machine's name in alerts [", "box3")
+        terminal.answer(PULSE_QUESTION + " [system]: ", "")
+        terminal.answer("Telegram bot token from @BotFather (not shown) [Enter: no Telegram]: ", "")
+        self.assertIn("config: wrote", terminal.finish())
         self.assertEqual(self.config(), {"host_name": "box3"})
+
+    def test_on_a_terminal_a_node_exporter_is_asked_for_its_address_and_read(self):
+        server, url = self.exporter()
+        terminal = self.terminal("--no-service", "--host-name", "box6")
+        terminal.answer(PULSE_QUESTION + " [system]: ", "node_exporter")
+        terminal.answer(EXPORTER_QUESTION + ": ", "http://user:s3cret@127.0.0.1:9100/metrics")
+        terminal.answer(EXPORTER_QUESTION + ": ", url + "/metrics")
+        terminal.answer("Telegram bot token from @BotFather (not shown) [Enter: no Telegram]: ", "")
+        screen = terminal.finish()
+        self.assertIn(f"pulse: ok ({setup.describe_reading(PULSE, reading(SAMPLE))}) from node_exporter", screen)
+        self.assertEqual(self.config(), {"host_name": "box6", "pulse_source": "node_exporter",
+                                         "node_exporter_url": url + "/metrics"})
+        self.assertEqual(server.paths, ["/metrics", "/metrics"])
+
+    def test_a_refused_node_exporter_address_is_one_line_that_does_not_repeat_it(self):
+        settings = load_settings(self.home, env=NEUTRAL_ENV)
+        asked, said = [], []
+        answers = iter(["box7", "node_exporter", "http://user:s3cret@nas.local:9100", "ftp://nas.local/s3cret",
+                        "http://nas.local:9100/metrics", ""])
+
+        def ask(prompt):
+            asked.append(prompt)
+            return next(answers)
+        values = setup.gather({}, settings, ask=ask, ask_secret=ask, report=said.append)
+        self.assertEqual(values, {"host_name": "box7", "pulse_source": "node_exporter",
+                                  "node_exporter_url": "http://nas.local:9100/metrics"})
+        self.assertEqual(asked[1:], [PULSE_QUESTION + " [system]: "] + [EXPORTER_QUESTION + ": "] * 3
+                         + ["Telegram bot token from @BotFather (not shown) [Enter: no Telegram]: "])
+        self.assertEqual(said, ["  node_exporter address must not hold a user or password",
+                                "  node_exporter address must start with https:// (or http://) and name a host"])
+
+    def test_a_saved_node_exporter_address_is_shown_without_its_query_and_enter_keeps_it(self):
+        saved = "http://nas.local:9100/metrics?token=s3cret"
+        settings = load_settings(self.home, env=dict(NEUTRAL_ENV, KIRI_PULSE_SOURCE="node_exporter",
+                                                     KIRI_NODE_EXPORTER_URL=saved))
+        asked = []
+        values = setup.gather({"host_name": "box8"}, settings, ask=lambda p: asked.append(p) or "",
+                              ask_secret=lambda p: asked.append(p) or "")
+        self.assertEqual(values, {"host_name": "box8"})
+        self.assertEqual(asked[:2], [PULSE_QUESTION + " [node_exporter]: ",
+                                     EXPORTER_QUESTION + " [http://nas.local:9100/metrics?…]: "])
+        self.assertNotIn("s3cret", "".join(asked))
 
     def test_answers_in_order_enter_keeps_and_a_bad_answer_is_asked_again(self):
         settings = load_settings(self.home, env=NEUTRAL_ENV)
