@@ -303,6 +303,9 @@ class Score(AtomCommandLine):
     def test_the_latest_stored_observation_gets_a_likelihood_once_there_is_history(self):
         from kiri.store import open_store
         self.use_trained_home()
+        # A history of 40 readings, full with the 59 scored: a full one speaks before it spans a week.
+        with open(self.home / "config.ini", "a", encoding="utf-8") as f:
+            f.write("\n[kiri]\nlikelihood_history = 40\n")
         self.import_rows(real_pulse_rows(60, time.time() - 60))
         self.assertIsNone(self.score_json()["likelihood"], "no scored history yet")
         with open_store(self.home) as store:   # as if the daemon had scored every reading
