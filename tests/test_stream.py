@@ -83,6 +83,20 @@ class Likelihood(unittest.TestCase):
         self.assertLess(after(5000.0), 1.0)
 
 
+    def test_a_replay_in_one_pass_ends_where_one_value_at_a_time_does(self):
+        rng = random.Random(3)
+        for n in (0, 1, 41, 42, 43, 100, 2011, 5000):
+            values = [abs(rng.gauss(0.3, 0.1)) * (3 if i > n - 5 else 1) for i in range(n)]
+            one_by_one = AnomalyLikelihood(short=12, long=2000, warmup=30)
+            expected = 0.0
+            for value in values:
+                expected = one_by_one.update(value)
+            replayed = AnomalyLikelihood(short=12, long=2000, warmup=30)
+            self.assertAlmostEqual(replayed.replay(values), expected, places=9, msg=f"{n} values")
+            self.assertAlmostEqual(replayed.update(0.9), one_by_one.update(0.9), places=9,
+                                   msg=f"{n} values: it goes on from the same windows")
+
+
 class Detector(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
