@@ -19,6 +19,7 @@ from typing import Optional
 
 from .core.engines import DEFAULT_ENGINE, ENGINES
 from .atoms import RESERVED, custom
+from .atoms import hosts as host_atoms
 from .atoms.custom import INTERVAL_MAX
 from .errors import KiriError
 from .ground import atomic_write, default_home, expand_user, http_url_problem, printable
@@ -90,6 +91,7 @@ class Settings:
     engine: str = DEFAULT_ENGINE
     values: dict = field(default_factory=dict)
     atoms: dict = field(default_factory=dict)   # your own atoms: name -> {schema, command, interval, steps}
+    hosts: dict = field(default_factory=dict)   # watched hosts: name -> {source, url, interval, …} (atoms/hosts.py)
     origins: dict = field(default_factory=dict)   # key -> where its value came from: "config file …", "KIRI_…"
     config_file: Optional[Path] = None            # the config file read (it may not exist)
 
@@ -190,7 +192,11 @@ class Settings:
         return self.get("host_name").strip() or socket.gethostname().split(".")[0]
 
     def host_of(self, atom):
-        """The machine an atom watches: this one, or for a Pulse read from a router or a node_exporter, that machine."""
+        """The machine an atom watches: this one, a watched host ([host:NAME]), or for a Pulse
+        read from a router or a node_exporter, that machine."""
+        watched = host_atoms.atoms_of(self.hosts).get(atom)
+        if watched:
+            return watched
         remote = {"mikrotik": "mikrotik_url", "node_exporter": "node_exporter_url"}.get(self.get("pulse_source"))
         if atom == "pulse" and remote:
             try:
@@ -274,7 +280,7 @@ def load_settings(home=None, engine=None, env=None, missing_config_ok=False):
     check_home(home_path)
     values = dict(DEFAULTS)
     path = config_path(home_path, env)
-    file_values, atoms = read_config_file(path, must_exist=bool(env.get("KIRI_CONFIG")) and not missing_config_ok)
+    file_values, atoms, hosts = read_config_file(path, must_exist=bool(env.get("KIRI_CONFIG")) and not missing_config_ok)
     values.update(file_values)
     origins = {key: f"config file {path}" for key in file_values}
     for key in DEFAULTS:
@@ -290,8 +296,19 @@ def load_settings(home=None, engine=None, env=None, missing_config_ok=False):
             custom.make_module(name, section)
         except KiriError as e:
             raise KiriError(f"config file {path}: {e}") from None
-    return Settings(home=home_path, engine=values["engine"], values=values, atoms=atoms, origins=origins,
-                    config_file=path).check()
+    settings = Settings(home=home_path, engine=values["engine"], values=values, atoms=atoms, hosts=hosts,
+                        origins=origins, config_file=path).check()
+    watched = {}
+    for name, section in hosts.items():   # each watched host's source is checked now too
+        try:
+            module = host_atoms.make_module(name, section, settings.number("pulse_interval"))
+        except KiriError as e:
+            raise KiriError(f"config file {path}: {e}") from None
+        if module.SPEC.name in watched:
+            raise KiriError(f"config file {path}: hosts {watched[module.SPEC.name]} and {name} would share "
+                            f"the atom {module.SPEC.name}; rename one")
+        watched[module.SPEC.name] = name
+    return settings
 
 
 def check_home(home):
@@ -312,7 +329,8 @@ def config_path(home, env=None):
 
 
 def read_config_file(path, must_exist=False):
-    """([kiri] section as a dict, {atom name: its [atom:NAME] section}); a missing file is empty
+    """([kiri] section as a dict, {atom name: its [atom:NAME] section}, {host name: its
+    [host:NAME] section}); a missing file is empty
     unless `must_exist`. A file that is there but cannot be read is an error, never "empty":
     settings silently left at their defaults (no Telegram, say) would go unnoticed."""
     path = Path(path)
@@ -330,7 +348,7 @@ def read_config_file(path, must_exist=False):
             raise KiriError(f"KIRI_CONFIG names {path}, which does not exist") from None
         if os.path.islink(path):
             raise KiriError(f"config file {path} is a link to a file that does not exist") from None
-        return {}, {}
+        return {}, {}, {}
     except OSError as e:
         raise KiriError(f"cannot read config file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
@@ -351,17 +369,24 @@ def read_config_file(path, must_exist=False):
         raise KiriError(f"config file {path}: unknown key {unknown[0]!r} in [kiri]")
     if any(values.get(key) for key in SECRETS) and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KiriError(f"config file {path} holds a secret but is readable by others; run: chmod 600 {path}")
-    atoms = {}
+    atoms, hosts = {}, {}
     for section in parser.sections():
-        if section.startswith("atom:"):
+        if section.startswith("host:"):
+            name = section[len("host:"):].strip()
+            if any(parser[section].get(key) for key in host_atoms.SECRET_KEYS) \
+                    and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KiriError(f"config file {path} holds a secret but is readable by others; run: chmod 600 {path}")
+            hosts[name] = dict(parser[section])
+        elif section.startswith("atom:"):
             name = section[len("atom:"):].strip()
             if name.lower() in RESERVED:
                 raise KiriError(f"config file {path}: [{printable(section, 80)}] takes the name of a built-in atom; "
                                 "choose another")
             atoms[name] = dict(parser[section])
         elif section != "kiri":
-            raise KiriError(f"config file {path}: unknown section [{printable(section, 80)}] (expected [kiri] or [atom:NAME])")
-    return values, atoms
+            raise KiriError(f"config file {path}: unknown section [{printable(section, 80)}] "
+                            "(expected [kiri], [atom:NAME] or [host:NAME])")
+    return values, atoms, hosts
 
 
 def write_default_config(home, values=None, path=None):
@@ -395,7 +420,7 @@ def set_config_values(path, values):
     commented `# key = …` line, else it is added to the section. Nothing changed: the file is
     not touched; else it is rewritten atomically, mode 0600 (it may now hold a secret)."""
     path = Path(path)
-    current, _ = read_config_file(path)
+    current = read_config_file(path)[0]
     changed = [key for key, value in values.items() if current.get(key) != value]
     if not changed:
         return []

@@ -18,10 +18,12 @@ One cycle (`kiri daemon --once`, or every `tick` seconds in `kiri daemon`):
 SIGTERM / SIGINT stop the daemon after the stage it is in.
 """
 
+import concurrent.futures
 import logging
 import logging.handlers
 import math
 import os
+import queue
 import signal
 import sqlite3
 import sys
@@ -31,13 +33,14 @@ from dataclasses import dataclass, field
 
 from . import lifecycle, outbox
 from .alerts import covered_parts, format_alert, like_dismissed, situation_of
-from .atoms import nerve, verbs
+from .atoms import is_host_atom, nerve, verbs
 from .atoms.atom import MIN_OBSERVATIONS, Atom
 from .atoms.score import Score
 from .atoms.sources import CollectorError
 from .compose import Molecule, Pipe
 from .core.weights import previous_path
 from .errors import KiriError
+from .store import open_store
 
 log = logging.getLogger("kiri.daemon")
 
@@ -50,6 +53,7 @@ NERVE_CLOCK_KEY = "nerve.trained_clock"   # when a training stamp from the futur
 PRUNED_KEY = "store.pruned_at"   # when the last prune finished
 PRUNE_EVERY = 3600               # seconds between prunes: old rows are not urgent
 PRUNE_BATCHES = 20               # short delete transactions per cycle at most (Store.prune)
+REMOTE_READERS = 32              # watched hosts read at once (threads waiting on the network)
 
 
 class PrivateLog(logging.handlers.RotatingFileHandler):
@@ -131,6 +135,7 @@ class CycleResult:
     meta: list = field(default_factory=list)          # meta-actions run: ["retrain:pulse:7d", …]
     errors: list = field(default_factory=list)        # (pipe, stage, error)
     recent: list = field(default_factory=list)        # every atom's recent Score, read once for Nerve
+    sustained: dict = field(default_factory=dict)     # atom -> its ratio held for alert_after readings (sustain)
     leftovers: list = field(default_factory=list)     # Scores a stop left undecided (first cycle only)
 
 
@@ -155,6 +160,7 @@ class Daemon:
         self._leftovers_checked = False
         # atom -> (id, monotonic time) of its newest reading this process knows the age of (_collector)
         self._last_read = {}
+        self.trainer = None   # a Trainer while run_forever runs: atoms train beside the cycles
 
     # --- one cycle -------------------------------------------------------------------
 
@@ -170,8 +176,9 @@ class Daemon:
             self._leftovers_checked = True
             self._guarded(self.act_on_interrupted, now, result)
             self._guarded(self.score_leftovers, now, result)
+        fetched = self.read_remote(now, mono, inject, collect_all)
         pipes = {name: Pipe(name, [("collect", self._collector(name, now, mono, inject.get(name), result,
-                                                               collect_all)),
+                                                               collect_all, fetched.get(name))),
                                    ("score", self._scorer(name, result))], on_error=self._log_error)
                  for name in self.modules}
         molecule = Molecule(pipes, decide=lambda scores: self.decide(scores, now, result, bool(inject)),
@@ -208,7 +215,36 @@ class Daemon:
     def interval(self, name):
         return self.modules[name].SPEC.interval
 
-    def _collector(self, name, now, mono, injected, result, collect_all=False):
+    def read_remote(self, now, mono, inject, collect_all):
+        """{atom: (values, source) or the error} of the due atoms that read over the network
+        alone (watched hosts), read at once in threads: a hundred hosts, each a second or more
+        away (two node_exporter scrapes a second apart), would take minutes one after another.
+        Only the reading happens here; storing it stays in the cycle's own thread and pipe."""
+        due = [name for name, module in self.modules.items()
+               if getattr(module, "REMOTE", False) and name not in inject and not self._not_due(name, now, mono, collect_all)]
+        if not due:
+            return {}
+
+        def read(name):
+            module = self.modules[name]
+            try:
+                return module.read(module.SPEC, self.settings, None)
+            except Exception as e:   # handed to the atom's own pipe, which logs it as it would its own
+                return e
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(REMOTE_READERS, len(due))) as pool:
+            return dict(zip(due, pool.map(read, due)))
+
+    def _not_due(self, name, now, mono, collect_all):
+        """Why the atom takes no reading now, or None when it is due."""
+        age = self._reading_age(name, now, mono)
+        # Due at the tick nearest the interval: a reading `tick` early would drift the
+        # schedule (at 0.9 of it, five-minute readings came every 270 s).
+        if age is not None and not collect_all and age < self.interval(name) - self.settings.number("tick") / 2:
+            return f"not due yet (last reading {age:.0f} s ago, every {self.interval(name):g} s)"
+        return None
+
+    def _collector(self, name, now, mono, injected, result, collect_all=False, fetched=None):
+        """The collect stage: the injected reading, the one read_remote `fetched`, or one read now."""
         module = self.modules[name]
 
         def collect(_):
@@ -216,15 +252,14 @@ class Daemon:
                 obs_id = self.store.add_observation(name, injected, ts=now, source="inject")
                 self._last_read[name] = (obs_id, mono)
                 return self.store.observation(obs_id)
-            age = self._reading_age(name, now, mono)
-            # Due at the tick nearest the interval: a reading `tick` early would drift the
-            # schedule (at 0.9 of it, five-minute readings came every 270 s).
-            if age is not None and not collect_all and age < self.interval(name) - self.settings.number("tick") / 2:
-                result.waiting[name] = (f"not due yet (last reading {age:.0f} s ago, "
-                                        f"every {self.interval(name):g} s)")
+            why = self._not_due(name, now, mono, collect_all)
+            if why:
+                result.waiting[name] = why
                 return None
             try:
-                obs = verbs.collect_once(module, self.settings, self.store, now=now)
+                if isinstance(fetched, Exception):
+                    raise fetched
+                obs = verbs.collect_once(module, self.settings, self.store, now=now, reading=fetched)
             except CollectorError as e:
                 # Not a crash and not a 0: the atom is absent this cycle and `status` says why.
                 # Logged when the reason changes, not every cycle.
@@ -346,8 +381,7 @@ class Daemon:
         atoms = list(self.modules)
         scores = result.recent = self.recent_scores(now, fresh)
         state = nerve.state_of(scores, atoms, now)
-        if not injected:   # a reading typed in to try the loop is taken as lasting
-            self.sustain(state, scores, now)
+        result.sustained = self.sustain(state, scores, now, injected)
         # The model decides only once there is enough labelled history (README: cold start).
         nerve_atom = self.load_nerve() if nerve.ready(*self.store.decision_counts()) else None
         action, probability, source = nerve.decide(nerve_atom, state)
@@ -362,18 +396,24 @@ class Daemon:
         log.info("decision %s (p %.2f, %s) on %s", action, probability, source, describe_state(state))
         return result.decision
 
-    def sustain(self, state, scores, now):
-        """Each atom's ratio in Nerve's state becomes the lowest of its last `alert_after`
-        readings (Prometheus' `for:`): over the threshold means over it for that long.
+    def sustain(self, state, scores, now, injected=False):
+        """Each atom's ratio becomes the lowest of its last `alert_after` readings
+        (Prometheus' `for:`): over the threshold means over it for that long. Returns
+        {atom: that ratio}; in Nerve's state each field becomes the highest of its atoms'
+        (one atom each, but HOSTS holds every watched host).
 
         At the 99th percentile, one reading in a hundred of a normal machine is over the
         threshold: three a day at 5-minute readings. Two in a row, by chance, are about one
-        in ten thousand. A reading after a gap (a sleep, a restart) stands on its own.
+        in ten thousand. A reading after a gap (a sleep, a restart) stands on its own. A
+        reading typed in to try the loop (`injected`) is taken as lasting.
         """
         n = self.settings.count("alert_after")
+        sustained = {}
         for s in scores:
-            key = nerve.prefix_of(s.atom)
-            if n <= 1 or state.get(key) is None:
+            if not (math.isfinite(s.threshold) and s.threshold > 0):
+                continue
+            sustained[s.atom] = s.ratio
+            if n <= 1 or injected:
                 continue
             readings = {}   # observation -> its newest score (a reading scored twice counts once)
             for r in self.store.latest_scores(s.atom, limit=2 * n):
@@ -381,7 +421,11 @@ class Daemon:
                     readings.setdefault(r["observation_id"], r)
             recent = [r["score"] / r["threshold"] for r in readings.values()
                       if now - r["ts"] <= (n + 1) * self.interval(s.atom)]
-            state[key] = min([state[key]] + recent)
+            sustained[s.atom] = min([s.ratio] + recent)
+        for key in {nerve.prefix_of(atom) for atom in sustained}:
+            if key in state:
+                state[key] = max(r for atom, r in sustained.items() if nerve.prefix_of(atom) == key)
+        return sustained
 
     def dismissed_before(self, result, state):
         """Whether an alert like what is flagged now was dismissed before (within retention)."""
@@ -391,11 +435,19 @@ class Daemon:
     @staticmethod
     def flagged(result, state):
         """The scores an alert now is about: each atom over its threshold for `alert_after`
-        readings (its ratio in Nerve's state), or unusual together by its likelihood. A lone
-        reading over the line on another atom is not part of the situation."""
+        readings (its sustained ratio), or unusual together by its likelihood. A lone
+        reading over the line on another atom is not part of the situation. A decision a
+        kill interrupted comes back with its stored state alone: then an atom's ratio is
+        its field's, and a watched host's no more than its own reading's."""
         def unusual(s):
             return s.likelihood is not None and s.unusual_at is not None and s.likelihood > s.unusual_at
-        return [s for s in result.recent if (state.get(nerve.prefix_of(s.atom)) or 0) > 1 or unusual(s)]
+
+        def ratio(s):
+            if s.atom in result.sustained:
+                return result.sustained[s.atom]
+            held = state.get(nerve.prefix_of(s.atom)) or 0
+            return min(held, s.ratio) if is_host_atom(s.atom) else held
+        return [s for s in result.recent if ratio(s) > 1 or unusual(s)]
 
     def act(self, decision, now, result):
         if decision is None or decision["action"] == "ok":
@@ -459,15 +511,22 @@ class Daemon:
 
     def housekeeping(self, now, result):
         """Nerve learns from new answers; each atom moves along its lifecycle (lifecycle.py):
-        its first model once it has enough real readings, a retrain when one is due."""
+        its first model once it has enough real readings, a retrain when one is due. With a
+        trainer (the forever loop) an atom trains in its thread while the cycles go on."""
         self.maybe_retrain_nerve(now, result)
+        learn_after = self.settings.learn_after
         for name in self.modules:
             if self.stop_event.is_set():
                 return
-            action = lifecycle.due(name, self.atom(name), self.store.count_observations(name), self.settings,
-                                   self.store, now)
-            if action:
+            action = lifecycle.due(name, self.atom(name), lambda: self.store.count_real(name, learn_after),
+                                   self.settings, self.store, now)
+            if action and self.trainer is not None:
+                if self.trainer.submit(action):
+                    result.meta.append(f"{action} (training in the background)")
+            elif action:
                 self.meta(action, now, result)
+        if self.trainer is not None:   # what failed in the background is this cycle's error, as inline
+            result.errors += [(action, "housekeeping", error) for action, error in self.trainer.take_errors()]
 
     def meta(self, action, now, result):
         """Run a meta-action for real and record it as a decision. An atom that cannot be
@@ -547,6 +606,7 @@ class Daemon:
         cycles to catch up, since each atom reads by its own interval anyway."""
         tick = self.settings.number("tick")
         log.info("daemon started (tick %gs, atoms %s)", tick, ", ".join(self.modules))
+        self.trainer = Trainer(self.settings, self.modules, self.clock)
         while not self.stop_event.is_set():
             started = self.monotonic()
             try:
@@ -555,6 +615,7 @@ class Daemon:
                 log.exception("cycle failed")
             took = self.monotonic() - started   # < 0 only on an injected clock run backwards: a whole tick
             (sleep or self.stop_event.wait)(tick if took < 0 else max(0.0, tick - took))
+        self.trainer.stop()
         self.store.set_kv(STOPPED_KEY, {"ts": self.clock(), "pid": os.getpid()})
         log.info("daemon stopped")
 
@@ -564,6 +625,77 @@ class Daemon:
             self.stop_event.set()
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+
+class Trainer:
+    """Trains atoms one at a time in a thread of its own, for the forever loop.
+
+    A Pulse learns 2,000 steps in a few minutes of CPU; inline, every cycle would wait for
+    it, and a fleet of watched hosts learning on the same day would stop readings for hours.
+    In this thread (its own database connection; the weights file is swapped atomically and
+    the cycle loads it when it changes) the cycles go on. The GIL shares the CPU between
+    the two: a cycle takes longer while an atom trains, but it runs. An atom is queued once,
+    however many cycles find it due meanwhile. A stop leaves the training unfinished: the
+    weights it would have written never replace the current ones half-way.
+    """
+
+    def __init__(self, settings, modules, clock=time.time):
+        self.settings, self.modules, self.clock = settings, modules, clock
+        self.queue, self.pending, self.lock = queue.Queue(), set(), threading.Lock()
+        self.errors = []   # (action, one line) of the trainings that failed, until take_errors()
+        self.thread = threading.Thread(target=self.run, name="kiri-trainer", daemon=True)
+        self.thread.start()
+
+    def submit(self, action):
+        """Queue a meta-action unless one for its atom is queued or running; True if queued."""
+        atom = action.split(":")[1]
+        with self.lock:
+            if atom in self.pending:
+                return False
+            self.pending.add(atom)
+        self.queue.put(action)
+        return True
+
+    def run(self):
+        with open_store(self.settings.home) as store:
+            while True:
+                action = self.queue.get()
+                if action is None:
+                    return
+                try:
+                    now = self.clock()
+                    outcome = lifecycle.run(action, self.settings, store, self.modules, now=now)
+                    store.add_decision({}, action, 1.0, source="rule", ts=now)
+                    log.info("%s", outcome)
+                except (KiriError, OSError, sqlite3.Error) as e:
+                    log.warning("%s: %s", action, e)
+                    self._failed(action, str(e))
+                except Exception as e:  # a bug: the thread, like the loop, outlives it
+                    log.exception("%s failed", action)
+                    self._failed(action, f"{type(e).__name__}: {e}")
+                finally:
+                    with self.lock:
+                        self.pending.discard(action.split(":")[1])
+
+    def _failed(self, action, error):
+        with self.lock:
+            self.errors.append((action, error))
+
+    def take_errors(self):
+        """The failures since the last call, oldest first."""
+        with self.lock:
+            errors, self.errors = self.errors, []
+        return errors
+
+    def stop(self, wait=1.0):
+        """Drop what is queued and end after the training running now (waiting `wait` s for it)."""
+        try:
+            while True:
+                self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        self.queue.put(None)
+        self.thread.join(wait)
 
 
 def run_meta(action, settings, store, modules=None, now=None):

@@ -39,16 +39,18 @@ def phase(atom, counts, learn_after):
     return "learning" if counts["real"] >= learn_after else "cold"
 
 
-def due(name, atom, counts, settings, store, now):
+def due(name, atom, real_readings, settings, store, now):
     """The meta-action this atom needs now, or None: spawn:<atom> (its first model),
     retrain:<atom>:<days>d (the schedule, or real readings to replace a warm start).
+    `real_readings()` counts the atom's real readings (up to learn_after is enough): asked
+    only when it matters, as a count every cycle would read a whole history every cycle.
     Stores when it first saw a retrain stamped in the future (age_since)."""
     learn_after, days = settings.learn_after, settings.number("retrain_days")
     if not atom.trained:
-        return f"spawn:{name}" if counts["real"] >= learn_after else None
+        return f"spawn:{name}" if real_readings() >= learn_after else None
     trained_on = atom.weights.trained_on
     warm_started = trained_on.get("synthetic", 0) > 0
-    if warm_started and counts["real"] >= learn_after:
+    if warm_started and real_readings() >= learn_after:
         return f"retrain:{name}:{days:g}d"
     # A retrain that was kept aside counts as done: the schedule moves on either way.
     tried_at = (store.get_kv(RETRAIN_KEY.format(name)) or {}).get("ts") or 0

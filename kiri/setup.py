@@ -18,6 +18,7 @@ on a command line (a file only its owner may read holds it) and is never printed
 config.ini keeps it, mode 0600, because the daemon reads it there.
 """
 
+import concurrent.futures
 import contextlib
 import getpass
 import os
@@ -30,7 +31,7 @@ import time
 import urllib.parse
 
 from . import lock, notify, units
-from .atoms import verbs
+from .atoms import BUILTIN, verbs
 from .atoms.sources import CollectorError, run_command
 from .config import DEFAULTS, SECRETS, config_path, load_settings, set_config_values, write_default_config
 from .errors import KiriError
@@ -261,19 +262,32 @@ def describe_config(path, created, changed, values):
 def check_sources(settings, store):
     """One line per atom: what its source reads here now (one reading, not stored), or why not."""
     results = {}
-    for name, module in verbs.all_atoms(settings).items():
+    modules = verbs.all_atoms(settings)
+
+    def read(name):
+        module = modules[name]
+        try:
+            return module.read(module.SPEC, settings, store if not getattr(module, "REMOTE", False) else None)
+        except KiriError as e:
+            return e
+    # Watched hosts are read at once, as the daemon reads them: one by one, a dozen
+    # unreachable ones would keep setup waiting for minutes.
+    remote = [name for name, module in modules.items() if getattr(module, "REMOTE", False)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(32, len(remote)))) as pool:
+        readings = dict(zip(remote, pool.map(read, remote)))
+    for name, module in modules.items():
         if not hasattr(module, "read"):   # Drift reads nothing: it counts what you log
             results[name] = (True, "ok: counts `kiri task add|done|switch` events (or `kiri drift collect "
                                    f"--added N …`), one period every {duration(module.SPEC.interval)}")
             continue
-        try:
-            values, source = module.read(module.SPEC, settings, store)
-        except KiriError as e:
-            why = str(e)
+        reading = readings[name] if name in readings else read(name)
+        if isinstance(reading, KiriError):
+            why = str(reading)
             results[name] = (False, why[len(name) + 2:] if why.startswith(name + ": ") else why)
         else:
+            values, source = reading
             results[name] = (True, f"ok ({describe_reading(module.SPEC, values)}) from {source}")
-    still = still_running([name.capitalize() for name, (ok, _) in results.items() if ok])
+    still = still_running([name.capitalize() if name in BUILTIN else name for name, (ok, _) in results.items() if ok])
     return [f"{name}: {text}" if ok else f"{name}: not available: {text} — {still}"
             for name, (ok, text) in results.items()]
 

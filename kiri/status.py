@@ -40,7 +40,7 @@ def collect_atoms_status(settings, store, now):
     atoms = {}
     for name, module in verbs.all_atoms(settings).items():
         counts = store.count_observations(name)
-        entry = {"observations": counts, "trained": False, "phase": "cold",
+        entry = {"observations": counts, "trained": False, "phase": "cold", "host": settings.host_of(name),
                  "readings_to_go": max(0, settings.learn_after - counts["real"])}
         try:
             atom = verbs.load_atom(module, settings)
@@ -143,7 +143,8 @@ def format_status(info, now=None):
             state = "learning: enough readings, the daemon trains it at its next cycle"
         else:
             state = f"cold: collecting, {a['readings_to_go']} readings to go before it learns"
-        line = f"  {name:<8} {state}; {count}"
+        elsewhere = f" (on {a['host']})" if a.get("host") not in (None, info["host"]) else ""
+        line = f"  {name:<8}{elsewhere} {state}; {count}"
         if a.get("source"):
             line += f"; source unavailable: {a['source']}"
         if a.get("last_score"):

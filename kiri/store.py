@@ -649,6 +649,13 @@ class Store:
             counts["injected" if injected else "synthetic" if synthetic else "real"] += n
         return counts
 
+    def count_real(self, atom, at_most):
+        """How many real readings (not synthetic, not injected) an atom has, counted up to
+        `at_most`: enough to know whether it may learn, without walking its whole history."""
+        row = self.conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM observations WHERE atom = ? AND synthetic = 0"
+                                " AND source != 'inject' LIMIT ?)", (_check_atom(atom), int(at_most))).fetchone()
+        return row[0]
+
     def atoms(self):
         """Sorted names of the atoms that have at least one observation."""
         # DISTINCT walks the (atom, ts, ...) index, not the table.

@@ -1,5 +1,6 @@
 """Shared test helpers: run the real `python -m kiri` in a subprocess with an isolated KIRI_HOME."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -83,3 +84,26 @@ def trained_pulse_home(readings, steps, env=None, timeout=300):
                 raise AssertionError(f"building the trained home failed: {proc.stderr}")
         _trained_homes[key] = home
     return _trained_homes[key]
+
+
+class Capture(logging.Handler):
+    """The messages of the records it hears, in order."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def capture_kiri_log(case):
+    """The `kiri` logger's messages (INFO and up) for the length of test `case`, not printed."""
+    capture = Capture()
+    logger = logging.getLogger("kiri")
+    old_level = logger.level
+    logger.addHandler(capture)
+    logger.setLevel(logging.INFO)
+    case.addCleanup(logger.setLevel, old_level)
+    case.addCleanup(logger.removeHandler, capture)
+    return capture

@@ -9,7 +9,6 @@ load — except the SIGKILL test, which runs the real `python -m kiri daemon`.
 import dataclasses
 import datetime
 import json
-import logging
 import os
 import random
 import shlex
@@ -40,7 +39,7 @@ from kiri.outbox import LogSink
 from kiri.store import open_store
 
 from kiri.bench.fake_telegram import FakeTelegram
-from tests.helpers import REPO, DaemonChildren
+from tests.helpers import REPO, DaemonChildren, capture_kiri_log
 
 TOKEN = "123:SECRET"
 CHAT = 4242
@@ -95,15 +94,6 @@ def total(counts):
     return sum(counts.values())
 
 
-class Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(level=logging.DEBUG)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 class HomeCase(unittest.TestCase):
     """A temp KIRI_HOME, an injected clock (self.now), and the kiri logs captured (not printed)."""
 
@@ -112,13 +102,7 @@ class HomeCase(unittest.TestCase):
         self.addCleanup(tmp.cleanup)
         self.home = Path(tmp.name) / "home"
         self.now = 0.0
-        self.log = Capture()
-        logger = logging.getLogger("kiri")
-        old_level = logger.level
-        logger.addHandler(self.log)
-        logger.setLevel(logging.INFO)
-        self.addCleanup(logger.setLevel, old_level)
-        self.addCleanup(logger.removeHandler, self.log)
+        self.log = capture_kiri_log(self)
 
     def clock(self):
         return self.now

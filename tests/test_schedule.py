@@ -189,7 +189,7 @@ class LifecycleSchedule(unittest.TestCase):
 
     def due(self, trained_at, now):
         atom = SimpleNamespace(trained=True, weights=SimpleNamespace(trained_on={"trained_at": trained_at}))
-        return lifecycle.due("pulse", atom, {"real": 1000}, self.settings, self.store, now)
+        return lifecycle.due("pulse", atom, lambda: 1000, self.settings, self.store, now)
 
     def test_a_retrain_stamped_in_the_past_is_due_after_its_period(self):
         self.assertIsNone(self.due(START, START + self.WEEK - 1))

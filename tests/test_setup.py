@@ -431,7 +431,7 @@ class ConfigFile(unittest.TestCase):
                          [("host_name = box1", "host_name = box2"), ("# telegram_chat_id = ", "telegram_chat_id = 7"),
                           ("# tick = 30", "tick = 10")])
         self.assertEqual(stat.S_IMODE(os.stat(str(path)).st_mode), 0o600)
-        values, atoms = read_config_file(path)
+        values, atoms, _ = read_config_file(path)
         self.assertEqual(values, {"host_name": "box2", "tick": "10", "telegram_chat_id": "7"})
         self.assertEqual(atoms["gpu"]["command"], "/bin/true")
 

@@ -68,7 +68,7 @@ def make_module(name, section):
     # 300-letter name would be refused every time), and its weights file must have a name.
     if not NAME.match(name) or name.lower() in RESERVED:
         raise KiriError(f"atom name {name!r} must be 1 to 64 letters a-z or A-Z, and not one of {', '.join(RESERVED)}")
-    if nerve.prefix_of(name) in set(nerve.BUILTIN_PREFIX.values()) | set(nerve.OWN_FIELDS):
+    if nerve.prefix_of(name) in set(nerve.BUILTIN_PREFIX.values()) | set(nerve.OWN_FIELDS) | {nerve.HOSTS}:
         raise KiriError(f"atom name {name!r} would share Nerve's token {nerve.prefix_of(name)!r}; choose a longer name")
     unknown = sorted(set(section) - {"schema", "command", "interval", "steps"})
     if unknown:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from ..core.surprise import AnomalyLikelihood
 from ..errors import KiriError
 from ..ground import one_line
-from . import BUILTIN
+from . import BUILTIN, hosts
 from .atom import MIN_OBSERVATIONS, TRAIN_WINDOW, Atom, command_for
 from .fit import clock_fields
 from .sources import CollectorError
@@ -36,13 +36,19 @@ def atom_module(name, settings=None):
     if settings is not None and name in settings.atoms:
         from .custom import make_module
         return make_module(name, settings.atoms[name])
-    declared = sorted(settings.atoms) if settings is not None else []
+    watched = hosts.atoms_of(settings.hosts) if settings is not None else {}
+    if name in watched:
+        host = watched[name]
+        return hosts.make_module(host, settings.hosts[host], settings.number("pulse_interval"))
+    declared = sorted(settings.atoms) + sorted(watched) if settings is not None else []
     raise KiriError(f"unknown atom {name!r}; choose one of {', '.join(list(BUILTIN) + declared)}")
 
 
 def all_atoms(settings):
-    """Every atom this installation runs: the built-ins, then the declared ones, by name."""
-    return {name: atom_module(name, settings) for name in list(BUILTIN) + sorted(settings.atoms)}
+    """Every atom this installation runs: the built-ins, the declared ones, then the watched
+    hosts' ([host:NAME]), each by name."""
+    names = list(BUILTIN) + sorted(settings.atoms) + sorted(hosts.atoms_of(settings.hosts))
+    return {name: atom_module(name, settings) for name in names}
 
 
 def load_atom(module, settings):
@@ -52,13 +58,14 @@ def load_atom(module, settings):
 
 # --- collect ------------------------------------------------------------------------
 
-def collect_once(module, settings, store, now=None):
-    """Take one reading now and store it; returns the stored observation."""
+def collect_once(module, settings, store, now=None, reading=None):
+    """Take one reading now (or the (values, source) `reading` read already) and store it;
+    returns the stored observation."""
     now = time.time() if now is None else now
-    if hasattr(module, "collect_once"):
+    if reading is None and hasattr(module, "collect_once"):
         obs_id = module.collect_once(module.SPEC, settings, store, now)
     else:
-        values, source = module.read(module.SPEC, settings, store)
+        values, source = reading or module.read(module.SPEC, settings, store)
         obs_id = store.add_observation(module.SPEC.name, values, ts=now, source=source)
     return store.observation(obs_id)
 

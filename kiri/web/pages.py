@@ -243,7 +243,9 @@ def verdict_line(last, now):
 
 
 def atom_card(name, atom, view, span_name, now):
-    head = (f'<header><h3><a href="{esc(atom_url(name, range=span_name))}">{esc(name)}</a></h3>'
+    elsewhere = f' <span class="muted small">on {esc(atom["host"])}</span>' \
+        if atom.get("host") not in (None, view["status"]["host"]) else ""
+    head = (f'<header><h3><a href="{esc(atom_url(name, range=span_name))}">{esc(name)}</a>{elsewhere}</h3>'
             f'<span class="badge {esc(atom["phase"])}">{esc(atom["phase"])}</span>')
     if atom.get("last_score"):
         head += verdict_line(atom["last_score"], now)

@@ -151,6 +151,8 @@ def nerve_page(settings, store):
         entry = quiet.setdefault(alert["situation"], {"situation": alert["situation"], "count": 0, "alert": alert})
         entry["count"] += 1
     prefixes = {nerve.prefix_of(name): name for name in verbs.all_atoms(settings)}
+    if nerve.HOSTS in prefixes:   # one field for every watched host: the highest of them
+        prefixes[nerve.HOSTS] = "watched hosts"
     return {"counts": nerve_counts(settings, store), "decisions": decisions, "answers": answers,
             "quiet": list(quiet.values()), "suppressed": [d for d in decisions if d["action"] == "suppress"],
             "prefixes": prefixes, "labels": field_labels(settings),

@@ -16,20 +16,29 @@ import math
 import time
 
 from ..atom import AtomSpec
+from .. import is_host_atom
 
 BUILTIN_PREFIX = {"pulse": "P", "rhythm": "R", "drift": "D"}
 OWN_FIELDS = ("U", "H", "W", "act")          # Nerve's fields that are not an atom's
+HOSTS = "HOSTS"                              # the field of the watched hosts (atoms/hosts.py), all of them
 RATIO_SPEC = (0, 3, 6, "optional")          # score / threshold in 0.5-wide buckets; ≥ 3 is the top one
 DECIDING_ACTIONS = ("ok", "alert", "suppress")
 
 
 def prefix_of(atom):
-    """Nerve's token prefix for an atom: P, R, D for the built-ins, the name in capitals otherwise."""
+    """Nerve's token prefix for an atom: P, R, D for the built-ins, HOSTS for every watched
+    host's Pulse (one token for them all, however many: the highest of their ratios), the
+    name in capitals otherwise."""
+    if is_host_atom(atom):
+        return HOSTS
     return BUILTIN_PREFIX.get(atom) or atom.upper()
 
 
 def actions(atoms):
-    return list(DECIDING_ACTIONS) + [f"retrain:{a}:7d" for a in atoms] + [f"spawn:{a}" for a in atoms]
+    """Nerve's actions. A watched host's lifecycle runs on the schedule alone: a hundred
+    hosts would be two hundred actions that no owner's answer ever teaches."""
+    mine = [a for a in atoms if not is_host_atom(a)]
+    return list(DECIDING_ACTIONS) + [f"retrain:{a}:7d" for a in mine] + [f"spawn:{a}" for a in mine]
 
 
 def spec(atoms):
@@ -48,7 +57,8 @@ def state_of(scores, atoms, ts):
     unusual = []
     for s in scores:
         if s.atom in atoms and math.isfinite(s.threshold) and s.threshold > 0:
-            state[prefix_of(s.atom)] = s.score / s.threshold
+            key = prefix_of(s.atom)
+            state[key] = max(s.score / s.threshold, -math.inf if state[key] is None else state[key])
             if s.likelihood is not None and s.unusual_at:
                 unusual.append(s.likelihood / s.unusual_at)
     state.update({"U": max(unusual) if unusual else None, "H": t.tm_hour + t.tm_min / 60, "W": t.tm_wday})
