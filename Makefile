@@ -22,7 +22,8 @@ else
 	$(PY39) tests/run.py
 endif
 
-# Benchmarks print their figures (month: the daemon through 30 simulated days, ~30 min; fuzz: ~10 min);
+# Benchmarks print their figures (month: the daemon through 30 simulated days, ~30 min; fuzz: ~10 min;
+# fleet: 100 watched hosts, ~5 min);
 # `nab` reads ../shared/nab (the shared NAB subset) when it is there.
 NAB ?= ../shared/nab
 bench:
@@ -30,6 +31,7 @@ bench:
 	$(PYTHON) -m kiri bench train
 	$(PYTHON) -m kiri bench month
 	$(PYTHON) -m kiri bench fuzz --cases 20000
+	$(PYTHON) -m kiri bench fleet --hosts 100
 	@if [ -d "$(NAB)/data" ]; then \
 	  $(PYTHON) -m kiri bench nab --data $(NAB) --out /tmp/kiri-nab-results --jobs 2 && \
 	  $(PYTHON) -m kiri bench nab-score --data $(NAB) --windows $(NAB)/dev_windows.json --results /tmp/kiri-nab-results; \

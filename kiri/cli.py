@@ -322,7 +322,7 @@ def build_parser():
     p.add_argument("--home", metavar="DIR", help="a new or empty folder for the demo (default: a new temporary folder)")
     p.set_defaults(run=run_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks: speed, train, month, nab, nab-score, fuzz")
+    bench = commands.add_parser("bench", help="benchmarks: speed, train, month, nab, nab-score, fuzz, fleet")
     bench_kinds = required_subcommands(bench, "kind", "BENCH")
     p = bench_kinds.add_parser("speed", help="reference vs fast engine: training step, scoring, memory")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -366,6 +366,14 @@ def build_parser():
     p.add_argument("--timeout", type=fuzz_timeout, default=10.0,
                    help="seconds a case may take before it counts as a hang, 0.1..600 (default 10)")
     p.set_defaults(run=run_bench_fuzz)
+    p = bench_kinds.add_parser("fleet", help="one KIRI watching many hosts through fake node_exporters: CPU, memory, "
+                               "a new host joining")
+    p.add_argument("--hosts", type=bounded_int(1000), default=100, help="watched hosts, 1..1000 (default 100)")
+    p.add_argument("--cycles", type=bounded_int(1000), default=10, help="steady cycles measured, 1..1000 (default 10)")
+    p.add_argument("--steps", type=bounded_int(STEPS_MAX), default=300,
+                   help=f"training steps of the fleet's model and the new host's, 1..{STEPS_MAX} (default 300)")
+    p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the fake machines (default 1)")
+    p.set_defaults(run=run_bench_fleet)
     return parser
 
 
@@ -781,6 +789,11 @@ def run_bench_train(args):
 def run_bench_month(args):
     from .bench import month, month_kill
     (month_kill if args.kill else month).run(days=args.days, seed=args.seed, report=print_flush)
+
+
+def run_bench_fleet(args):
+    from .bench import fleet
+    fleet.run(hosts=args.hosts, cycles=args.cycles, steps=args.steps, seed=args.seed, report=print_flush)
 
 
 def run_bench_fuzz(args):

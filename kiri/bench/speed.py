@@ -71,12 +71,25 @@ def peak_rss_mb():
     """This process's peak resident set size in MB."""
     # Linux: VmHWM belongs to the current program image, whereas ru_maxrss survives
     # exec and would report the parent's size at fork time.
+    return _proc_status_mb("VmHWM") or _max_rss_mb()
+
+
+def resident_mb():
+    """This process's resident set size now, in MB (where /proc tells it; else its peak)."""
+    return _proc_status_mb("VmRSS") or peak_rss_mb()
+
+
+def _proc_status_mb(key):
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return None
+
+
+def _max_rss_mb():
     import resource
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024 / 1024 if PLATFORM == "macos" else rss / 1024  # macOS counts bytes, Linux KiB
