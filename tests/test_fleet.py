@@ -435,6 +435,24 @@ class HostAlertTest(HomeCase):
         self.assertEqual([s["atom"] for s in alert["details"]["scores"]], ["pulse_h1"])
         self.assertTrue(any(line.startswith("ALERT ") and "KIRI alert on h1" in line for line in self.log.lines))
 
+    def test_metrics_label_each_host_atom_with_its_host(self):
+        from kiri import metrics
+        result = self.cycle(pulse_h0=NORMAL, pulse_h1=ANOMALY, pulse_h2=NORMAL_TOO)
+        text = metrics.render(self.settings_, self.store_, now=self.now)
+        for s in result.scores:
+            host = s.atom[len("pulse_"):]
+            self.assertIn(f'kiri_atom_score{{host="{host}",atom="{s.atom}"}} ', text)
+        self.assertIn('kiri_alerts{host="h1",atom="pulse_h1",state="open"} 1', text)
+
+    def test_the_dashboard_shows_each_host_atom_on_its_host(self):
+        from kiri.web import pages, views
+        self.cycle(pulse_h0=NORMAL, pulse_h1=ANOMALY, pulse_h2=NORMAL_TOO)
+        view = views.overview(self.settings_, self.store_, self.now, 86400)
+        html = pages.overview(pages.Site(host=HERE, csrf="x", read_only=True), view, "day")
+        for host in ("h0", "h1", "h2"):
+            self.assertIn(f'>pulse_{host}</a> <span class="muted small">on {host}</span>', html)
+        self.assertNotIn('>pulse</a> <span class="muted small">', html, "this machine's own atoms need no 'on'")
+
     def test_two_unusual_hosts_are_one_alert_naming_both_and_HOSTS_is_the_higher(self):
         worse = dict(ANOMALY, C=100, M=100, S=100, L=20)
         result = self.cycle(pulse_h0=ANOMALY, pulse_h1=NORMAL, pulse_h2=worse)
