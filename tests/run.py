@@ -25,10 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The modules that take longest (a minute or more), started first; the rest by name.
-SLOW_FIRST = ("tests.test_kill_points", "tests.test_bench_fuzz", "tests.test_cli_loop", "tests.test_web_browser",
-              "tests.test_bench_month_kill", "tests.test_cli_atoms", "tests.test_atoms", "tests.test_loop",
-              "tests.test_setup", "tests.test_bench_month", "tests.test_edges_files")
+# The modules that take longest, slowest first (measured), started first; the rest by name.
+SLOW_FIRST = ("tests.test_atoms", "tests.test_lifecycle", "tests.test_bench_month", "tests.test_cli_loop",
+              "tests.test_cli_atoms", "tests.test_loop", "tests.test_bench_month_kill", "tests.test_bench_fleet",
+              "tests.test_kill_points", "tests.test_cli_demo", "tests.test_bench_fuzz", "tests.test_stream",
+              "tests.test_setup", "tests.test_edges_files", "tests.test_fleet", "tests.test_bench_speed")
 RESULT_PREFIX = "tests/run.py result: "
 
 

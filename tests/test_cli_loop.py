@@ -264,7 +264,8 @@ class Status(LoopCommandLine):
         self.assertEqual(set(info["atoms"]), set(ATOMS))
         for atom in ATOMS:
             self.assertEqual(info["atoms"][atom], {"observations": {"real": 0, "synthetic": 0, "injected": 0},
-                                                       "trained": False, "phase": "cold", "readings_to_go": 288})
+                                                       "trained": False, "phase": "cold", "readings_to_go": 288,
+                                                       "host": info["host"]})
         self.assertIsNone(info["heartbeat_age"])
         self.assertEqual(info["daemon"]["state"], "never")
         self.assertIsNone(info["last_cycle"])

@@ -121,7 +121,7 @@ class DeclaredSchemas(unittest.TestCase):
         (self.home / "config.ini").write_text("[kiri\u2028]\n", encoding="utf-8")
         with self.assertRaises(KiriError) as caught:
             load_settings(home=self.home, env={})
-        self.assertTrue(str(caught.exception).endswith(r"unknown section [kiri\u2028] (expected [kiri] or [atom:NAME])"))
+        self.assertTrue(str(caught.exception).endswith(r"unknown section [kiri\u2028] (expected [kiri], [atom:NAME] or [host:NAME])"))
         self.assertEqual(len(str(caught.exception).splitlines()), 1)
 
     def test_a_nul_character_is_refused_wherever_it_is(self):
