@@ -34,6 +34,18 @@ def trained(spec, generate, n, steps, tmp):
     return atom
 
 
+_pulse = []
+
+
+def two_weeks_of_pulse():
+    """Pulse trained on two synthetic weeks (weekdays 9–18 busy), 400 steps: built once, for
+    the showcase and the clock test alike (each training is most of a minute)."""
+    if not _pulse:
+        with tempfile.TemporaryDirectory() as tmp:
+            _pulse.append(trained(PULSE, pulse_synthetic, 14 * 24 * 12, 400, tmp))
+    return _pulse[0]
+
+
 class Showcases(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -44,7 +56,7 @@ class Showcases(unittest.TestCase):
         cls.tmp.cleanup()
 
     def test_pulse_flags_overload_and_names_the_tokens(self):
-        atom = trained(PULSE, pulse_synthetic, 7 * 24 * 12, 400, self.tmp.name)
+        atom = two_weeks_of_pulse()
         normal = atom.score_tokens("C5 M5 D4 S1 L1 N1")
         overload = atom.score_tokens("C9 M9 D4 S4 L4 N1")
         self.assertGreaterEqual(overload.score, 5 * normal.score, (overload.score, normal.score))
@@ -85,10 +97,7 @@ class Clock(unittest.TestCase):
     working afternoon and an anomaly at 3 a.m."""
 
     def test_a_busy_machine_is_normal_at_3_pm_on_a_weekday_and_flagged_at_3_am(self):
-        hist = history(pulse_synthetic, 14 * 24 * 12, PULSE.interval)   # two weeks, weekdays 9–18 busy
-        with tempfile.TemporaryDirectory() as tmp:
-            atom = Atom(PULSE)
-            atom.train(hist, Path(tmp) / "pulse.json", steps=400)
+        atom = two_weeks_of_pulse()
         tuesday = time.mktime((2025, 3, 4, 0, 0, 0, 0, 0, -1))
         busy = {"C": 55.0, "M": 55.0, "D": 44.0, "S": 30.0, "L": 5.5, "N": 1}
         idle = {"C": 12.0, "M": 47.0, "D": 44.0, "S": 24.0, "L": 1.2, "N": 1}
