@@ -122,23 +122,29 @@ def _parts(situation):
 
 
 def like_dismissed(dismissed, flagged):
-    """Whether what is flagged now (Scores) is like an alert the owner dismissed (an alert
-    row or to_json()): the same situation, and each surprising token no further from what
-    was expected than a token of the dismissed alert in the same field, the same way.
-    Nerve may stay quiet only about that.
+    """Whether what is flagged now (Scores) is like what the owner dismissed (alert rows or
+    to_json()s): the same situation as at least one of them, and each surprising token no
+    further from what was expected than a token of those alerts in the same field, the
+    same way. Nerve may stay quiet only about that.
 
     The situation alone is too coarse to silence by: the nightly backup's CPU at 70 %
     and a runaway's 97 % are both "CPU above what was expected", and dismissing the
     first must not hide the second. Equal tokens would be too fine: a noisy field moves
-    a bucket or two from one dismissed alert to the next.
+    a bucket or two from one dismissed alert to the next. Each field's reach is the
+    furthest any dismissed alert of the situation went in it: a focus block two buckets
+    long with a break one bucket short, and then one bucket long with a break two short,
+    both dismissed, have taught that either field this far off is not worth a message.
     """
-    if not same_situation(dismissed["situation"], situation_of(flagged)):
+    situation = situation_of(flagged)
+    same = [d for d in dismissed if same_situation(d["situation"], situation)]
+    if not same:
         return False
-    reach = {}   # (atom, field, direction) -> the furthest the dismissed alert went
-    for s in Alert.from_json(dismissed).scores:
-        for t in s.surprising():
-            key = (s.atom, _field_direction(t))
-            reach[key] = max(reach.get(key, -1), _distance(t))
+    reach = {}   # (atom, field, direction) -> the furthest a dismissed alert of this situation went
+    for alert in same:
+        for s in Alert.from_json(alert).scores:
+            for t in s.surprising():
+                key = (s.atom, _field_direction(t))
+                reach[key] = max(reach.get(key, -1), _distance(t))
     return all(_distance(t) <= reach.get((s.atom, _field_direction(t)), -1)
                for s in flagged for t in s.surprising())
 

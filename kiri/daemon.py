@@ -430,7 +430,7 @@ class Daemon:
     def dismissed_before(self, result, state):
         """Whether an alert like what is flagged now was dismissed before (within retention)."""
         flagged = self.flagged(result, state)
-        return any(like_dismissed(a, flagged) for a in self.store.alerts(state="dismissed", limit=500))
+        return like_dismissed(self.store.alerts(state="dismissed", limit=500), flagged)
 
     @staticmethod
     def flagged(result, state):
