@@ -10,7 +10,10 @@ PY39 := $(shell if python3.9 -c pass >/dev/null 2>&1; then echo python3.9; \
 demo:
 	$(PYTHON) -m kiri demo
 
-test: test-py3 test-py39
+# Both Pythons at once: each runs its modules in two workers (tests/run.py), and many
+# tests wait on a subprocess, a server or a browser, so four processes keep two cores busy.
+test:
+	@$(MAKE) --no-print-directory -j2 test-py3 test-py39
 
 test-py3:
 	$(PYTHON) tests/run.py

@@ -668,17 +668,21 @@ class MetaTest(HomeCase):
                                 synthetic=real.synthetic)
         modules = dict(verbs.all_atoms(settings), pulse=quick)
         # Ten days of real readings, hourly, half an hour off the hour: none sits on the 7-day boundary.
-        rng, end = random.Random(3), time.time() - 1800
+        # A fixed time, so the readings' hours (Pulse reads them) are the same on every run.
+        now = local(FIRST_MONDAY, 14)
+        rng, end = random.Random(3), now - 1800
         store.add_observations([{"atom": "pulse", "ts": end - (240 - i) * 3600, "source": "linux",
                                  "values": real.synthetic(rng, end - (240 - i) * 3600)} for i in range(240)])
-        verbs.train(quick, settings, store)
+        # The current model barely trained, so the retrained one is better and is swapped in
+        # (the gate that keeps a worse one aside has tests of its own, in test_lifecycle).
+        verbs.train(quick, settings, store, steps=2, now=now)
         path = settings.weights_path("pulse")
         old = path.read_bytes()
         self.assertEqual(json.loads(old)["trained_on"]["observations"], 240)
 
-        window = [o for o in store.observations("pulse") if o["ts"] >= time.time() - 7 * 86400]
+        window = [o for o in store.observations("pulse") if o["ts"] >= now - 7 * 86400]
         self.assertEqual(len(window), 167)
-        outcome = run_meta("retrain:pulse:7d", settings, store, modules)
+        outcome = run_meta("retrain:pulse:7d", settings, store, modules, now=now)
         self.assertRegex(outcome, r"^pulse: retrained on its last 7 days \(mean surprise [0-9.]+, \d+ false alarms on the newest \d+ real")
         new = json.loads(path.read_text())
         self.assertEqual(new["trained_on"]["days"], 7)
@@ -694,7 +698,7 @@ class MetaTest(HomeCase):
         d.modules = modules
         result = SimpleNamespace(meta=[])
         current = path.read_bytes()
-        d.meta("retrain:pulse:7d", time.time(), result)   # the same window: the same model, swapped in
+        d.meta("retrain:pulse:7d", now, result)   # the same window: the same model, swapped in
         self.assertEqual(result.meta, ["retrain:pulse:7d"])
         self.assertEqual(store.decisions()[-1]["action"], "retrain:pulse:7d")
         self.assertEqual(previous_path(path).read_bytes(), current)
