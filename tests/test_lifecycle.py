@@ -93,7 +93,7 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(self.status_of(d)["learned_from"], {"real": 40, "synthetic": 0})
 
     def test_a_retrained_model_that_does_worse_is_kept_aside(self):
-        d = self.daemon(steps=200)
+        d = self.daemon(steps=100)
         self.run_cycles(d, 300)
         # The current model: retrained well on the whole of its readings (a day and a night).
         self.assertIn("retrained on", lifecycle.run("retrain:pulse:7d", d.settings, d.store, d.modules, CLOCK[0]))
