@@ -367,16 +367,10 @@ def read_config_file(path, must_exist=False):
     unknown = sorted(set(values) - set(DEFAULTS))
     if unknown:
         raise KiriError(f"config file {path}: unknown key {unknown[0]!r} in [kiri]")
-    if any(values.get(key) for key in SECRETS) and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KiriError(f"config file {path} holds a secret but is readable by others; run: chmod 600 {path}")
     atoms, hosts = {}, {}
     for section in parser.sections():
         if section.startswith("host:"):
-            name = section[len("host:"):].strip()
-            if any(parser[section].get(key) for key in host_atoms.SECRET_KEYS) \
-                    and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise KiriError(f"config file {path} holds a secret but is readable by others; run: chmod 600 {path}")
-            hosts[name] = dict(parser[section])
+            hosts[section[len("host:"):].strip()] = dict(parser[section])
         elif section.startswith("atom:"):
             name = section[len("atom:"):].strip()
             if name.lower() in RESERVED:
@@ -386,6 +380,10 @@ def read_config_file(path, must_exist=False):
         elif section != "kiri":
             raise KiriError(f"config file {path}: unknown section [{printable(section, 80)}] "
                             "(expected [kiri], [atom:NAME] or [host:NAME])")
+    secret = any(values.get(key) for key in SECRETS) \
+        or any(section.get(key) for section in hosts.values() for key in host_atoms.SECRET_KEYS)
+    if secret and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KiriError(f"config file {path} holds a secret but is readable by others; run: chmod 600 {path}")
     return values, atoms, hosts
 
 

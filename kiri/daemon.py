@@ -532,14 +532,12 @@ class Daemon:
         """Run a meta-action for real and record it as a decision. An atom that cannot be
         trained yet (too few readings in its window) is one line in the log, not a crash."""
         try:
-            outcome = lifecycle.run(action, self.settings, self.store, self.modules, now=now)
+            run_and_record(action, self.settings, self.store, self.modules, now)
         except KiriError as e:
             result.errors.append((action, "housekeeping", str(e)))
             log.warning("%s: %s", action, e)
             return
-        self.store.add_decision({}, action, 1.0, source="rule", ts=now)
         result.meta.append(action)
-        log.info("%s", outcome)
 
     def load_nerve(self):
         return self.atom("nerve")
@@ -663,10 +661,7 @@ class Trainer:
                 if action is None:
                     return
                 try:
-                    now = self.clock()
-                    outcome = lifecycle.run(action, self.settings, store, self.modules, now=now)
-                    store.add_decision({}, action, 1.0, source="rule", ts=now)
-                    log.info("%s", outcome)
+                    run_and_record(action, self.settings, store, self.modules, self.clock())
                 except (KiriError, OSError, sqlite3.Error) as e:
                     log.warning("%s: %s", action, e)
                     self._failed(action, str(e))
@@ -696,6 +691,13 @@ class Trainer:
             pass
         self.queue.put(None)
         self.thread.join(wait)
+
+
+def run_and_record(action, settings, store, modules, now):
+    """Run a meta-action (lifecycle.run), store it as a rule's decision and log its outcome."""
+    outcome = lifecycle.run(action, settings, store, modules, now=now)
+    store.add_decision({}, action, 1.0, source="rule", ts=now)
+    log.info("%s", outcome)
 
 
 def run_meta(action, settings, store, modules=None, now=None):
