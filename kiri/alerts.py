@@ -57,9 +57,27 @@ def situation_of(scores):
     """
     parts = []
     for s in sorted(scores, key=lambda s: s.atom):
-        off = sorted(set(_field_direction(t) for t in s.surprising()))
+        off = sorted(set(_field_direction(t) for t in _causes(s)))
         parts.append(s.atom + (":" + "+".join(off) if off else ""))
     return ",".join(parts) or "unknown"
+
+
+def _causes(score):
+    """The surprising tokens that make a reading over its threshold: those at least half as
+    surprising as its most surprising one. None for an atom flagged by its likelihood alone.
+
+    A token far less surprising than the top one is a neighbouring field's expectation
+    shifting around it — memory leaking all morning made CPU read lower than the model
+    expected at ten and higher at half past eleven, 2 nats against the memory's 20 — not a
+    second thing happening. And when the reading itself is under the threshold, what is
+    unusual is the recent readings together (the likelihood, often an incident its window
+    still holds), not whichever of this reading's tokens is a little surprising.
+    """
+    if score.score <= score.threshold:
+        return []
+    surprising = score.surprising()
+    top = max((t.get("surprise") or 0.0 for t in surprising), default=0.0)
+    return [t for t in surprising if (t.get("surprise") or 0.0) >= top / 2]
 
 
 def _field_direction(token):
@@ -121,11 +139,12 @@ def _parts(situation):
     return situation.split(",")
 
 
-def like_dismissed(dismissed, flagged):
-    """Whether what is flagged now (Scores) is like what the owner dismissed (alert rows or
-    to_json()s): the same situation as at least one of them, and each surprising token no
-    further from what was expected than a token of those alerts in the same field, the
-    same way. Nerve may stay quiet only about that.
+def like_answered(answered, flagged):
+    """Whether what is flagged now (Scores) is like alerts the owner answered (alert rows or
+    to_json()s; the dismissed ones, or the approved ones): the same situation as at least
+    one of them, and each surprising token no further from what was expected than a token
+    of those alerts in the same field, the same way. What is like one dismissed is what
+    KIRI keeps quiet about.
 
     The situation alone is too coarse to silence by: the nightly backup's CPU at 70 %
     and a runaway's 97 % are both "CPU above what was expected", and dismissing the
@@ -136,10 +155,10 @@ def like_dismissed(dismissed, flagged):
     both dismissed, have taught that either field this far off is not worth a message.
     """
     situation = situation_of(flagged)
-    same = [d for d in dismissed if same_situation(d["situation"], situation)]
+    same = [a for a in answered if same_situation(a["situation"], situation)]
     if not same:
         return False
-    reach = {}   # (atom, field, direction) -> the furthest a dismissed alert of this situation went
+    reach = {}   # (atom, field, direction) -> the furthest an answered alert of this situation went
     for alert in same:
         for s in Alert.from_json(alert).scores:
             for t in s.surprising():

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import lifecycle, outbox
-from .alerts import covered_parts, format_alert, like_dismissed, situation_of
+from .alerts import Alert, covered_parts, format_alert, like_answered, same_situation, situation_of
 from .atoms import is_host_atom, nerve, verbs
 from .atoms.atom import MIN_OBSERVATIONS, Atom
 from .atoms.score import Score
@@ -383,12 +383,20 @@ class Daemon:
         state = nerve.state_of(scores, atoms, now)
         result.sustained = self.sustain(state, scores, now, injected)
         # The model decides only once there is enough labelled history (README: cold start).
-        nerve_atom = self.load_nerve() if nerve.ready(*self.store.decision_counts()) else None
-        action, probability, source = nerve.decide(nerve_atom, state)
-        if action == "suppress" and not self.dismissed_before(result, state):
-            # Nerve silences only what you have taught it to: an alert like one you dismissed.
-            # A model that has heard nothing but "dismiss" would otherwise silence everything.
-            action, probability, source = "alert", 1.0, "rule"
+        ready = nerve.ready(*self.store.decision_counts())
+        action, probability, source = nerve.decide(self.load_nerve() if ready else None, state)
+        if ready and action in ("alert", "suppress"):
+            dismissed, torn = self.answered_like(result, state)
+            if dismissed and not torn:
+                # You dismissed one like it and approved none as mild: quiet, whatever the
+                # model guesses. A few answers teach a model of coarse tokens little about a
+                # weekday or an hour it has no answer for (it alerted, 92 % sure, about a
+                # Monday's long focus block after four like it dismissed on other days).
+                action, probability, source = "suppress", 1.0, "rule"
+            elif action == "suppress" and not dismissed:
+                # Nerve silences only what you have taught it to: an alert like one you dismissed.
+                # A model that has heard nothing but "dismiss" would otherwise silence everything.
+                action, probability, source = "alert", 1.0, "rule"
         source = "inject" if injected and source == "rule" else source
         decision_id = self.store.add_decision(state, action, probability, source=source, ts=now)
         result.decision = {"id": decision_id, "action": action, "probability": probability, "source": source,
@@ -427,10 +435,19 @@ class Daemon:
                 state[key] = max(r for atom, r in sustained.items() if nerve.prefix_of(atom) == key)
         return sustained
 
-    def dismissed_before(self, result, state):
-        """Whether an alert like what is flagged now was dismissed before (within retention)."""
+    def answered_like(self, result, state):
+        """(dismissed, torn): whether the owner dismissed an alert like what is flagged now
+        (within retention), and whether they also approved one of its situation that was
+        no further off than those they dismissed — then their answers disagree here, and
+        Nerve's model weighs them."""
         flagged = self.flagged(result, state)
-        return like_dismissed(self.store.alerts(state="dismissed", limit=500), flagged)
+        dismissed = self.store.alerts(state="dismissed", limit=500)
+        if not like_answered(dismissed, flagged):
+            return False, False
+        situation = situation_of(flagged)
+        torn = any(same_situation(a["situation"], situation) and like_answered(dismissed, Alert.from_json(a).scores)
+                   for a in self.store.alerts(state="approved", limit=500))
+        return True, torn
 
     @staticmethod
     def flagged(result, state):

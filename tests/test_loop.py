@@ -29,7 +29,7 @@ from kiri.atoms import nerve
 from kiri.compose import Molecule, Pipe
 from kiri.config import load_settings
 from kiri.core.weights import previous_path
-from kiri.alerts import covered_parts, like_dismissed, same_situation, situation_of
+from kiri.alerts import covered_parts, like_answered, same_situation, situation_of
 from kiri.atoms.score import Score
 from kiri.daemon import NERVE_TRAINED_KEY, CycleResult, Daemon, run_meta
 from kiri.errors import KiriError
@@ -397,9 +397,13 @@ class LearningCase(HomeCase):
         result = self.cycle(d, weekday(5, 2, 14), HARMLESS)
         decision = result.decision
         self.assertEqual(decision["state"], harmless_states[0], "not the same situation as before")
-        self.assertEqual((decision["action"], decision["source"]), ("suppress", "model"),
+        # Like what was dismissed, and nothing as mild approved: quiet by the owner's answers
+        # (the rule; `inject` for a typed-in reading) — and the model has learned it too.
+        self.assertEqual((decision["action"], decision["source"]), ("suppress", "inject"),
                          "the dismissed pattern was not learned: %r" % (decision,))
-        self.assertGreaterEqual(decision["probability"], nerve.SUPPRESS_CONFIDENCE)
+        action, probability, source = nerve.decide(d.load_nerve(), decision["state"])
+        self.assertEqual((action, source), ("suppress", "model"))
+        self.assertGreaterEqual(probability, nerve.SUPPRESS_CONFIDENCE)
         self.assertIsNone(result.alert)
         self.assertEqual(len(store.alerts()), alerts_before)
         self.assertEqual(store.decisions()[-1]["action"], "suppress")
@@ -836,8 +840,9 @@ class UnusualTogetherTest(HomeCase):
 
 
 def scored(atom, **surprises):
-    """A score with these token surprises (each where its field's bucket 4 was expected)."""
-    return Score(atom, 1.0, 1.0, [{"token": t, "field": t[0], "expected": t[0] + "4", "surprise": v}
+    """A reading over its threshold with these token surprises (each where its field's bucket 4
+    was expected)."""
+    return Score(atom, 2.0, 1.0, [{"token": t, "field": t[0], "expected": t[0] + "4", "surprise": v}
                                   for t, v in surprises.items()])
 
 
@@ -874,6 +879,23 @@ class SituationTest(unittest.TestCase):
                 if a != "pulse":
                     self.assertFalse(same_situation(b, a))
 
+    def test_a_situation_is_the_fields_that_carry_the_surprise(self):
+        # Seen in the simulated month: memory leaking all morning made CPU read a bucket
+        # under what the model expected at ten and a bucket over at half past eleven (2 nats
+        # against the memory's 20), and the one leak made two alerts.
+        at_ten = situation_of([scored("pulse", M8=19.3, C3=2.2)])
+        at_half_past_eleven = situation_of([scored("pulse", M8=22.3, C6=2.3)])
+        self.assertEqual((at_ten, at_half_past_eleven), ("pulse:M>", "pulse:M>"))
+        self.assertEqual(situation_of([scored("pulse", M8=19.3, C3=9.7)]), "pulse:C<+M>", "half as surprising counts")
+
+    def test_an_atom_flagged_by_its_likelihood_alone_is_the_atom(self):
+        # Seen in the simulated month: 25 minutes after a CPU runaway, the likelihood's window
+        # still held it, and a reading under its threshold with memory a little high (2.7
+        # nats) was "pulse:M>", a new situation, a second alert.
+        after = Score("pulse", 0.59, 1.35, scored("pulse", M5=2.7).tokens, likelihood=0.34, unusual_at=0.3)
+        self.assertEqual(situation_of([after]), "pulse")
+        self.assertTrue(same_situation("pulse:C>+L>", situation_of([after])))
+
     def test_the_likelihood_still_flagging_an_incident_is_the_same_situation(self):
         # Seen on a real machine: 30 s after a CPU + memory stress ended, the likelihood's
         # window still held it, and 'pulse' (no surprising token) made a second alert.
@@ -889,29 +911,54 @@ class DismissedTest(unittest.TestCase):
 
     def test_the_same_field_as_far_off_or_less_is_like_it(self):
         backup = self.dismissed(scored("pulse", C7=5.0))     # C7 where C4 was expected
-        self.assertTrue(like_dismissed([backup], [scored("pulse", C7=4.0)]))
-        self.assertTrue(like_dismissed([backup], [scored("pulse", C6=3.0)]))
+        self.assertTrue(like_answered([backup], [scored("pulse", C7=4.0)]))
+        self.assertTrue(like_answered([backup], [scored("pulse", C6=3.0)]))
 
     def test_the_same_field_further_off_or_something_more_is_not(self):
         backup = self.dismissed(scored("pulse", C7=5.0))
-        self.assertFalse(like_dismissed([backup], [scored("pulse", C9=9.0)]), "a runaway is not the backup")
-        self.assertFalse(like_dismissed([backup], [scored("pulse", C7=5.0, L9=6.0)]), "something more came")
-        self.assertFalse(like_dismissed([backup], [scored("pulse", C1=5.0)]), "the other way")
-        self.assertFalse(like_dismissed([backup], [scored("rhythm", A9=5.0)]))
+        self.assertFalse(like_answered([backup], [scored("pulse", C9=9.0)]), "a runaway is not the backup")
+        self.assertFalse(like_answered([backup], [scored("pulse", C7=5.0, L9=6.0)]), "something more came")
+        self.assertFalse(like_answered([backup], [scored("pulse", C1=5.0)]), "the other way")
+        self.assertFalse(like_answered([backup], [scored("rhythm", A9=5.0)]))
 
 
     def test_each_field_may_reach_as_far_as_any_dismissed_alert_of_the_situation_went(self):
         long_block = self.dismissed(scored("rhythm", F7=5.0, A3=3.0))    # F three buckets long, A one short
         short_break = self.dismissed(scored("rhythm", F5=3.0, A1=4.0))   # F one long, A three short
         both = [scored("rhythm", F7=5.0, A1=4.0)]
-        self.assertFalse(like_dismissed([long_block], both))
-        self.assertFalse(like_dismissed([short_break], both))
-        self.assertTrue(like_dismissed([long_block, short_break], both), "each field within what was dismissed")
-        self.assertFalse(like_dismissed([long_block, short_break], [scored("rhythm", F9=6.0, A1=4.0)]),
+        self.assertFalse(like_answered([long_block], both))
+        self.assertFalse(like_answered([short_break], both))
+        self.assertTrue(like_answered([long_block, short_break], both), "each field within what was dismissed")
+        self.assertFalse(like_answered([long_block, short_break], [scored("rhythm", F9=6.0, A1=4.0)]),
                          "further than either went")
         other = self.dismissed(scored("rhythm", F9=9.0, I9=5.0))       # another situation reaches no further here
-        self.assertFalse(like_dismissed([long_block, other], [scored("rhythm", F9=6.0, A3=3.0)]))
-        self.assertFalse(like_dismissed([], both), "nothing dismissed")
+        self.assertFalse(like_answered([long_block, other], [scored("rhythm", F9=6.0, A3=3.0)]))
+        self.assertFalse(like_answered([], both), "nothing dismissed")
+
+
+class AnswersFirstTest(HomeCase):
+    """Once Nerve decides, what is like an alert you dismissed is quiet, unless you approved
+    one of its situation as mild: then your answers disagree and the model weighs them."""
+
+    def answered(self, store, verdict, *scores):
+        alert = store.add_alert("pulse", "m", situation=situation_of(list(scores)), ts=1000,
+                                details={"scores": [x.to_json() for x in scores]})
+        store.add_feedback(alert, verdict, ts=1100)
+
+    def test_dismissed_and_approved_alerts_like_what_is_flagged(self):
+        store = self.store()
+        d = self.daemon(self.settings(), store)
+        now = 100_000.0
+
+        def answered_like(*scores):
+            return d.answered_like(CycleResult(ts=now, recent=list(scores), sustained={"pulse": 2.0}), {"P": 2.0})
+        self.answered(store, "dismiss", scored("pulse", M6=10.0))               # memory 2 buckets high
+        self.assertEqual(answered_like(scored("pulse", M5=8.0)), (True, False))
+        self.assertEqual(answered_like(scored("pulse", M9=30.0)), (False, False), "further than dismissed")
+        self.answered(store, "approve", scored("pulse", M8=20.0))               # 4 high: an incident
+        self.assertEqual(answered_like(scored("pulse", M5=8.0)), (True, False), "milder than the approved one")
+        self.answered(store, "approve", scored("pulse", M5=9.0))                # 1 high, and it mattered
+        self.assertEqual(answered_like(scored("pulse", M5=8.0)), (True, True))
 
 
 class CoveringTest(unittest.TestCase):
