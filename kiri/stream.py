@@ -14,14 +14,17 @@ uses only what it has seen so far:
 3. the raw score of a row is the mean surprise of its V and D tokens given the window
    before them; AnomalyLikelihood turns it into "how unusual is the recent surprise for
    this series" in [0, 1], over the last 50 rows — and over the latest row alone when
-   its surprise beats every earlier one by 10 % (an isolated spike);
+   its surprise beats every earlier one by 10 % (an isolated spike), once the history
+   behind it is as long as the probation (earlier, a record is no rare thing);
 4. it keeps learning: every `online_every` rows, a few training steps on recent windows;
 5. after a detection (score ≥ `detect`, i.e. the recent surprise is half a standard
    deviation above its usual level) the next `quiet` rows report just under `detect`,
-   so one incident is one alert.
+   so one incident is one alert; by default `quiet` is a sixth of the probation, so it
+   scales with the series as the probation does (a fixed 100 rows was most of an
+   incident in a short file and little of one in a long file).
 
-The 50-row window, detect 0.05 and quiet 100 were chosen on the 28-file NAB development
-subset — see README, "Detection quality", for what that means.
+The 50-row window and detect 0.05 were chosen on the 28-file NAB development subset —
+see README, "Detection quality", for what that means and how the splits were made.
 """
 
 import random
@@ -37,19 +40,21 @@ HOUR_BUCKETS = 8
 
 class StreamDetector:
     def __init__(self, probation, window=5, value_buckets=10, change_buckets=6, train_steps=600,
-                 online_every=50, online_steps=10, online_lr=0.003, recent=1000, detect=0.05, quiet=100,
+                 online_every=50, online_steps=10, online_lr=0.003, recent=1000, detect=0.05, quiet=None,
                  seed=0, engine="fast"):
         if probation < window + 10:
             raise ValueError(f"probation of {probation} rows is too short")
         self.probation, self.window = probation, window
         self.value_buckets, self.change_buckets = value_buckets, change_buckets
         self.train_steps, self.online_every, self.online_steps = train_steps, online_every, online_steps
-        self.online_lr, self.recent, self.detect, self.quiet = online_lr, recent, detect, quiet
+        self.online_lr, self.recent, self.detect = online_lr, recent, detect
+        self.quiet = max(1, probation // 6) if quiet is None else quiet
         self.rng = random.Random(seed)
         self.engine_name = engine
         self.rows = []                # (hour, value, change) of every row seen
         self.ids = []                 # the tokens of each row once the language exists
-        self.likelihood = AnomalyLikelihood(short=50, long=2000, warmup=30, spike=10, record=1.1)
+        self.likelihood = AnomalyLikelihood(short=50, long=2000, warmup=30, spike=10, record=1.1,
+                                            records_after=probation)
         self.language = self.model = None
         self.quiet_left = 0
 
