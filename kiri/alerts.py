@@ -64,7 +64,7 @@ def situation_of(scores):
 
 def _causes(score):
     """The surprising tokens that make a reading over its threshold: those at least half as
-    surprising as its most surprising one. None for an atom flagged by its likelihood alone.
+    surprising as its most surprising one; no tokens for an atom flagged by its likelihood alone.
 
     A token far less surprising than the top one is a neighbouring field's expectation
     shifting around it — memory leaking all morning made CPU read lower than the model
