@@ -139,12 +139,11 @@ def _parts(situation):
     return situation.split(",")
 
 
-def like_answered(answered, flagged):
-    """Whether what is flagged now (Scores) is like alerts the owner answered (alert rows or
-    to_json()s; the dismissed ones, or the approved ones): the same situation as at least
-    one of them, and each surprising token no further from what was expected than a token
-    of those alerts in the same field, the same way. What is like one dismissed is what
-    KIRI keeps quiet about.
+def like_dismissed(dismissed, flagged):
+    """Whether what is flagged now (Scores) is like what the owner dismissed (alert rows or
+    to_json()s): the same situation as at least one of them, and each surprising token no
+    further from what was expected than a token of those alerts in the same field, the
+    same way. That is what KIRI keeps quiet about.
 
     The situation alone is too coarse to silence by: the nightly backup's CPU at 70 %
     and a runaway's 97 % are both "CPU above what was expected", and dismissing the
@@ -155,10 +154,10 @@ def like_answered(answered, flagged):
     both dismissed, have taught that either field this far off is not worth a message.
     """
     situation = situation_of(flagged)
-    same = [a for a in answered if same_situation(a["situation"], situation)]
+    same = [d for d in dismissed if same_situation(d["situation"], situation)]
     if not same:
         return False
-    reach = {}   # (atom, field, direction) -> the furthest an answered alert of this situation went
+    reach = {}   # (atom, field, direction) -> the furthest a dismissed alert of this situation went
     for alert in same:
         for s in Alert.from_json(alert).scores:
             for t in s.surprising():

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import lifecycle, outbox
-from .alerts import Alert, covered_parts, format_alert, like_answered, same_situation, situation_of
+from .alerts import Alert, covered_parts, format_alert, like_dismissed, same_situation, situation_of
 from .atoms import is_host_atom, nerve, verbs
 from .atoms.atom import MIN_OBSERVATIONS, Atom
 from .atoms.score import Score
@@ -442,10 +442,10 @@ class Daemon:
         Nerve's model weighs them."""
         flagged = self.flagged(result, state)
         dismissed = self.store.alerts(state="dismissed", limit=500)
-        if not like_answered(dismissed, flagged):
+        if not like_dismissed(dismissed, flagged):
             return False, False
         situation = situation_of(flagged)
-        torn = any(same_situation(a["situation"], situation) and like_answered(dismissed, Alert.from_json(a).scores)
+        torn = any(same_situation(a["situation"], situation) and like_dismissed(dismissed, Alert.from_json(a).scores)
                    for a in self.store.alerts(state="approved", limit=500))
         return True, torn
 

@@ -29,7 +29,7 @@ from kiri.atoms import nerve
 from kiri.compose import Molecule, Pipe
 from kiri.config import load_settings
 from kiri.core.weights import previous_path
-from kiri.alerts import covered_parts, like_answered, same_situation, situation_of
+from kiri.alerts import covered_parts, like_dismissed, same_situation, situation_of
 from kiri.atoms.score import Score
 from kiri.daemon import NERVE_TRAINED_KEY, CycleResult, Daemon, run_meta
 from kiri.errors import KiriError
@@ -911,29 +911,29 @@ class DismissedTest(unittest.TestCase):
 
     def test_the_same_field_as_far_off_or_less_is_like_it(self):
         backup = self.dismissed(scored("pulse", C7=5.0))     # C7 where C4 was expected
-        self.assertTrue(like_answered([backup], [scored("pulse", C7=4.0)]))
-        self.assertTrue(like_answered([backup], [scored("pulse", C6=3.0)]))
+        self.assertTrue(like_dismissed([backup], [scored("pulse", C7=4.0)]))
+        self.assertTrue(like_dismissed([backup], [scored("pulse", C6=3.0)]))
 
     def test_the_same_field_further_off_or_something_more_is_not(self):
         backup = self.dismissed(scored("pulse", C7=5.0))
-        self.assertFalse(like_answered([backup], [scored("pulse", C9=9.0)]), "a runaway is not the backup")
-        self.assertFalse(like_answered([backup], [scored("pulse", C7=5.0, L9=6.0)]), "something more came")
-        self.assertFalse(like_answered([backup], [scored("pulse", C1=5.0)]), "the other way")
-        self.assertFalse(like_answered([backup], [scored("rhythm", A9=5.0)]))
+        self.assertFalse(like_dismissed([backup], [scored("pulse", C9=9.0)]), "a runaway is not the backup")
+        self.assertFalse(like_dismissed([backup], [scored("pulse", C7=5.0, L9=6.0)]), "something more came")
+        self.assertFalse(like_dismissed([backup], [scored("pulse", C1=5.0)]), "the other way")
+        self.assertFalse(like_dismissed([backup], [scored("rhythm", A9=5.0)]))
 
 
     def test_each_field_may_reach_as_far_as_any_dismissed_alert_of_the_situation_went(self):
         long_block = self.dismissed(scored("rhythm", F7=5.0, A3=3.0))    # F three buckets long, A one short
         short_break = self.dismissed(scored("rhythm", F5=3.0, A1=4.0))   # F one long, A three short
         both = [scored("rhythm", F7=5.0, A1=4.0)]
-        self.assertFalse(like_answered([long_block], both))
-        self.assertFalse(like_answered([short_break], both))
-        self.assertTrue(like_answered([long_block, short_break], both), "each field within what was dismissed")
-        self.assertFalse(like_answered([long_block, short_break], [scored("rhythm", F9=6.0, A1=4.0)]),
+        self.assertFalse(like_dismissed([long_block], both))
+        self.assertFalse(like_dismissed([short_break], both))
+        self.assertTrue(like_dismissed([long_block, short_break], both), "each field within what was dismissed")
+        self.assertFalse(like_dismissed([long_block, short_break], [scored("rhythm", F9=6.0, A1=4.0)]),
                          "further than either went")
         other = self.dismissed(scored("rhythm", F9=9.0, I9=5.0))       # another situation reaches no further here
-        self.assertFalse(like_answered([long_block, other], [scored("rhythm", F9=6.0, A3=3.0)]))
-        self.assertFalse(like_answered([], both), "nothing dismissed")
+        self.assertFalse(like_dismissed([long_block, other], [scored("rhythm", F9=6.0, A3=3.0)]))
+        self.assertFalse(like_dismissed([], both), "nothing dismissed")
 
 
 class AnswersFirstTest(HomeCase):
