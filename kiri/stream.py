@@ -13,9 +13,11 @@ uses only what it has seen so far:
    surprising, not only a rare value;
 3. the raw score of a row is the mean surprise of its V and D tokens given the window
    before them; AnomalyLikelihood turns it into "how unusual is the recent surprise for
-   this series" in [0, 1], over the last 50 rows — and over the latest row alone when
-   its surprise beats every earlier one by 10 % (an isolated spike), once the history
-   behind it is as long as the probation (earlier, a record is no rare thing);
+   this series" in [0, 1], over the last `short` rows — by default a tenth of the
+   probation, 60 rows in a 4,000-row file, so that it spans the same share of the series
+   at any rate — and over the latest row alone when its surprise beats every earlier one
+   by 10 % (an isolated spike), once the history behind it is as long as the probation
+   (earlier, a record is no rare thing);
 4. it keeps learning: every `online_every` rows, a few training steps on recent windows;
 5. after a detection (score ≥ `detect`, i.e. the recent surprise is half a standard
    deviation above its usual level) the next `quiet` rows report just under `detect`,
@@ -23,8 +25,9 @@ uses only what it has seen so far:
    scales with the series as the probation does (a fixed 100 rows was most of an
    incident in a short file and little of one in a long file).
 
-The 50-row window and detect 0.05 were chosen on the 28-file NAB development subset —
-see README, "Detection quality", for what that means and how the splits were made.
+The window's tenth, the quiet period's sixth and detect 0.05 were chosen on the 28-file NAB development subset and
+on the same files at a half, a third and a quarter of their rate — see README, "Detection
+quality", for what that means and how the splits were made.
 """
 
 import random
@@ -41,7 +44,7 @@ HOUR_BUCKETS = 8
 class StreamDetector:
     def __init__(self, probation, window=5, value_buckets=10, change_buckets=6, train_steps=600,
                  online_every=50, online_steps=10, online_lr=0.003, recent=1000, detect=0.05, quiet=None,
-                 seed=0, engine="fast"):
+                 short=None, seed=0, engine="fast"):
         if probation < window + 10:
             raise ValueError(f"probation of {probation} rows is too short")
         self.probation, self.window = probation, window
@@ -53,7 +56,8 @@ class StreamDetector:
         self.engine_name = engine
         self.rows = []                # (hour, value, change) of every row seen
         self.ids = []                 # the tokens of each row once the language exists
-        self.likelihood = AnomalyLikelihood(short=50, long=2000, warmup=30, spike=10, record=1.1,
+        short = max(1, probation // 10) if short is None else short
+        self.likelihood = AnomalyLikelihood(short=short, long=2000, warmup=30, spike=10, record=1.1,
                                             records_after=probation)
         self.language = self.model = None
         self.quiet_left = 0

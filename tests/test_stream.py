@@ -115,7 +115,7 @@ class Detector(unittest.TestCase):
 
     def test_flags_the_level_shift(self):
         detect = StreamDetector(probation=225).detect
-        self.assertGreaterEqual(max(self.scores[SHIFT:SHIFT + 30]), detect)
+        self.assertGreaterEqual(max(self.scores[SHIFT:SHIFT + 10]), detect)
 
     def test_flags_the_spike(self):
         detect = StreamDetector(probation=225).detect
@@ -125,12 +125,22 @@ class Detector(unittest.TestCase):
         detect = StreamDetector(probation=225).detect
         detections = [i for i, s in enumerate(self.scores) if s >= detect]
         # The level stays shifted to the end: each quiet period that ends finds it again.
+        # The likelihood's window here is 22 rows (a tenth of the probation): it finds the
+        # shift 5 rows after it, where a fixed 50 rows took 13, and it reads noise sooner —
+        # 3 detections elsewhere in 1,275 rows, where 50 rows made 2.
         elsewhere = [i for i in detections if not (SPIKE <= i <= SPIKE + 5 or SHIFT <= i)]
         self.assertLessEqual(len(elsewhere), 3, elsewhere)
 
     def test_probation_is_not_scored_and_scores_are_in_range(self):
         self.assertEqual(set(self.scores[:225]), {0.0})
         self.assertTrue(all(0.0 <= s <= 1.0 and not math.isnan(s) for s in self.scores))
+
+    def test_the_likelihood_window_is_a_share_of_the_probation(self):
+        # A tenth of it: 60 rows of a 4,000-row file of 5-minute rows, 24 of a 1,600-row
+        # hourly one — the same share of the series, as NAB's windows are.
+        self.assertEqual(StreamDetector(probation=600).likelihood.short, 60)
+        self.assertEqual(StreamDetector(probation=240).likelihood.short, 24)
+        self.assertEqual(StreamDetector(probation=240, short=7).likelihood.short, 7)
 
     def test_deterministic(self):
         detector = StreamDetector(probation=225)
