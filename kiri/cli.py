@@ -101,6 +101,11 @@ def month_days(text):
     return _number(text, int, lambda v: 1 <= v <= 60, "a whole number of days from 1 to 60")
 
 
+def resample_every(text):
+    """`bench nab-resample --every`: 1 would be a copy, and beyond 100 a 4,000-row file is 40 rows."""
+    return _number(text, int, lambda v: 2 <= v <= 100, "an integer from 2 to 100")
+
+
 def _number(text, kind, ok, wanted):
     try:
         value = kind(text)
@@ -322,7 +327,8 @@ def build_parser():
     p.add_argument("--home", metavar="DIR", help="a new or empty folder for the demo (default: a new temporary folder)")
     p.set_defaults(run=run_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks: speed, train, month, nab, nab-score, fuzz, fleet")
+    bench = commands.add_parser("bench", help="benchmarks: speed, train, month, nab, nab-resample, nab-score, fuzz, "
+                                "fleet")
     bench_kinds = required_subcommands(bench, "kind", "BENCH")
     p = bench_kinds.add_parser("speed", help="reference vs fast engine: training step, scoring, memory")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -348,6 +354,15 @@ def build_parser():
     p.add_argument("--windows", metavar="FILE", help="windows file, used only to fill the label column "
                    "(default: DIR/dev_windows.json or DIR/labels/combined_windows.json if present)")
     p.set_defaults(run=run_bench_nab)
+    p = bench_kinds.add_parser("nab-resample", help="a copy of a NAB corpus at a lower rate: each N rows become one, "
+                               "their mean")
+    p.add_argument("--data", required=True, metavar="DIR", help="NAB root: CSVs under DIR/data/<category>/")
+    p.add_argument("--every", required=True, type=resample_every, metavar="N",
+                   help="rows per written row, 2..100: the first timestamp and the mean value")
+    p.add_argument("--out", required=True, metavar="OUT", help="the new corpus's root (OUT/data/<category>/…), "
+                   "with the windows files copied")
+    p.add_argument("--files", metavar="GLOB", help='only these, e.g. "realAWSCloudwatch/*.csv"')
+    p.set_defaults(run=run_bench_nab_resample)
     p = bench_kinds.add_parser("nab-score", help="score NAB results with NAB's rules: three profiles, optimised threshold")
     p.add_argument("--data", metavar="DIR", required=True, help="NAB corpus directory (holds data/<category>/<file>.csv)")
     p.add_argument("--windows", metavar="FILE", required=True, help="anomaly windows JSON file")
@@ -805,6 +820,12 @@ def run_bench_nab(args):
     from .bench import nab
     settings_for(args).output_path(args.out, "--out", folder=True)
     nab.run(args.data, args.out, pattern=args.files, jobs=args.jobs, windows_file=args.windows, report=print_flush)
+
+
+def run_bench_nab_resample(args):
+    from .bench import nab_resample
+    settings_for(args).output_path(args.out, "--out", folder=True)
+    nab_resample.resample(args.data, args.out, args.every, pattern=args.files, report=print_flush)
 
 
 def run_bench_nab_score(args):

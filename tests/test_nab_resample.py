@@ -1,0 +1,130 @@
+"""`kiri bench nab-resample`: a NAB corpus written again at 1/N of its rate, through the real command line."""
+
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+from kiri.bench import nab_io
+from tests.helpers import CommandLineAssertions, run_kiri
+
+
+def stamp(minutes):
+    """Minutes after 2020-01-01 00:00 as a NAB timestamp."""
+    return f"2020-01-{1 + minutes // 1440:02d} {minutes % 1440 // 60:02d}:{minutes % 60:02d}:00"
+
+
+class NabResample(CommandLineAssertions, unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = Path(self.tmp.name)
+        self.corpus, self.out = self.root / "corpus", self.root / "out"
+        # Values a half apart: the mean of two is exact, so it can be compared as written.
+        self.write("cats/a.csv", [(stamp(5 * i), f"{i / 2}") for i in range(41)])   # 20 blocks, 1 row dropped
+        self.write("dogs/b.csv", [(stamp(5 * i), f"{100 - i}.25") for i in range(30)])
+        self.windows = {"cats/a.csv": [[stamp(150) + ".000000", stamp(170) + ".000000"]], "dogs/b.csv": []}
+        (self.corpus / "dev_windows.json").write_text(json.dumps(self.windows, indent=1))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def write(self, name, rows):
+        path = self.corpus / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("timestamp,value\n" + "".join(f"{ts},{v}\n" for ts, v in rows))
+
+    def resample(self, *flags):
+        return run_kiri("bench", "nab-resample", "--data", self.corpus, "--out", self.out, *flags, home=self.root / "home")
+
+    def written(self):
+        return sorted(p.relative_to(self.out).as_posix() for p in self.out.rglob("*") if p.is_file()) \
+            if self.out.exists() else []
+
+    def test_each_block_of_n_rows_becomes_its_first_timestamp_and_its_mean(self):
+        proc = self.resample("--every", 2)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stdout.splitlines()[:2], ["cats/a.csv: 41 rows -> 20", "dogs/b.csv: 30 rows -> 15"])
+        self.assertIn("2 files, 71 rows -> 35", proc.stdout.splitlines()[2])
+        self.assertEqual(len(proc.stdout.splitlines()), 3)
+
+        timestamps, values = nab_io.read_series(self.out / "data" / "cats" / "a.csv")
+        self.assertEqual(timestamps, [stamp(10 * k) for k in range(20)])
+        self.assertEqual(values, [k + 0.25 for k in range(20)])   # (k + (k + 0.5)) / 2
+        lines = (self.out / "data" / "dogs" / "b.csv").read_text().splitlines()
+        self.assertEqual(lines[:3], ["timestamp,value", f"{stamp(0)},99.75", f"{stamp(10)},97.75"])
+        self.assertEqual(len(lines), 16)
+
+        # The windows file is copied byte for byte, and the new corpus reads as the old one did.
+        self.assertEqual((self.out / "dev_windows.json").read_bytes(), (self.corpus / "dev_windows.json").read_bytes())
+        self.assertEqual([(c, p.name) for c, p in nab_io.data_files(self.out)], [("cats", "a.csv"), ("dogs", "b.csv")])
+        self.assertEqual(list(nab_io.read_windows(self.out / "dev_windows.json")), ["cats/a.csv", "dogs/b.csv"])
+
+    def test_bench_nab_score_reads_the_new_corpus(self):
+        self.assertEqual(self.resample("--every", 2).returncode, 0)
+        results = self.root / "results"
+        windows = nab_io.read_windows(self.out / "dev_windows.json")
+        for category, path in nab_io.data_files(self.out):
+            timestamps, values = nab_io.read_series(path)
+            key = f"{category}/{path.name}"
+            scores = [1.0 if ts == stamp(160) else 0.0 for ts in timestamps]   # a hit inside the window
+            nab_io.write_results(nab_io.results_path(results, "kiri", category, path.name), timestamps, values,
+                                 scores, windows.get(key, []))
+        proc = run_kiri("bench", "nab-score", "--data", self.out, "--windows", self.out / "dev_windows.json",
+                        "--results", results, home=self.root / "home")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("standard", proc.stdout.splitlines()[-1])
+
+    def test_files_picks_only_the_files_matching(self):
+        proc = self.resample("--every", 3, "--files", "dogs/*")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stdout.splitlines()[0], "dogs/b.csv: 30 rows -> 10")
+        self.assertEqual(self.written(), ["data/dogs/b.csv", "dev_windows.json"])
+
+    def test_the_nab_layout_s_windows_file_is_copied_too(self):
+        (self.corpus / "dev_windows.json").unlink()
+        (self.corpus / "labels").mkdir()
+        (self.corpus / "labels" / "combined_windows.json").write_text(json.dumps(self.windows))
+        self.assertEqual(self.resample("--every", 4).returncode, 0)
+        self.assertEqual(self.written(), ["data/cats/a.csv", "data/dogs/b.csv", "labels/combined_windows.json"])
+
+    def test_every_is_an_integer_from_2_to_100(self):
+        for every in ("1", "101", "abc", "2.5", ""):
+            with self.subTest(every=every):
+                self.assertUserError(self.resample("--every", every), "--every: expected an integer from 2 to 100",
+                                     code=2)
+                self.assertEqual(self.written(), [])
+        self.assertEqual(self.resample("--every", 100).returncode, 1, "taken, then no file has 100 rows")
+        self.assertEqual(self.written(), [])
+
+    def test_the_corpus_itself_is_refused_as_out(self):
+        for out in (self.corpus, f"{self.corpus}/./"):
+            with self.subTest(out=out):
+                proc = run_kiri("bench", "nab-resample", "--data", self.corpus, "--every", 2, "--out", out,
+                                home=self.root / "home")
+                self.assertUserError(proc, f"would write over the corpus {self.corpus} itself", code=1)
+        self.assertEqual(sorted(p.name for p in (self.corpus / "data").rglob("*.csv")), ["a.csv", "b.csv"])
+        self.assertEqual(len((self.corpus / "data" / "cats" / "a.csv").read_text().splitlines()), 42)
+
+    def test_a_bad_value_names_file_and_line_and_nothing_is_written(self):
+        rows = [(stamp(5 * i), "1.0") for i in range(10)]
+        rows[7] = (stamp(35), "oops")
+        self.write("zebras/bad.csv", rows)   # read last: the good files before it are not written either
+        proc = self.resample("--every", 2)
+        self.assertUserError(proc, "bad.csv:9: value 'oops' is not a number", code=1)
+        self.assertEqual(proc.stdout, "")
+        self.assertEqual(self.written(), [])
+
+    def test_values_whose_sum_overflows_are_refused(self):
+        self.write("zebras/huge.csv", [(stamp(5 * i), "1.5e308") for i in range(4)])
+        proc = self.resample("--every", 2)
+        self.assertUserError(proc, "huge.csv: rows 2..3: their sum overflows", code=1)
+        self.assertEqual(self.written(), [])
+
+    def test_a_file_shorter_than_one_block_is_refused(self):
+        self.write("cats/short.csv", [(stamp(0), "1.0"), (stamp(5), "2.0")])
+        self.assertUserError(self.resample("--every", 3), "short.csv: 2 rows, fewer than one block of 3", code=1)
+        self.assertEqual(self.written(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
