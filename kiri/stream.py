@@ -129,9 +129,9 @@ class StreamDetector:
     def _raw_surprise(self, i):
         """Mean surprise of row i's value and change tokens, given the rows before it."""
         seq = self._sequence(i)
-        logits = self.model.sequence_logits(seq[:-1])
-        # Row i's tokens are the last three: H, V, D; V is predicted at -2, D at -1.
-        return -sum(log_softmax(logits[pos - 1])[seq[pos]] for pos in (len(seq) - 2, len(seq) - 1)) / 2
+        logits = self.model.sequence_logits(seq[:-1], last=2)
+        # Row i's tokens are the last three: H, V, D; V is predicted by the logits before it, D by the last.
+        return -(log_softmax(logits[0])[seq[-2]] + log_softmax(logits[1])[seq[-1]]) / 2
 
     def _quieted(self, score):
         if self.quiet_left > 0:

@@ -99,6 +99,15 @@ class Inference(unittest.TestCase):
                 for a, b in zip(whole[pos], step):
                     self.assertAlmostEqual(a, b, delta=1e-12)
 
+    def test_logits_of_the_last_positions_are_those_of_the_whole_sequence(self):
+        for config in (PULSE_CONFIG, GPTConfig(vocab_size=5, n_embd=6, n_layer=3, n_head=3, block_size=7)):
+            rng = random.Random(9)
+            engine = FastEngine(config, init_params(config, rng))
+            tokens = [rng.randrange(config.vocab_size) for _ in range(config.block_size)]
+            whole = engine.sequence_logits(tokens)
+            for last in (1, 2, len(tokens)):
+                self.assertEqual(engine.sequence_logits(tokens, last=last), whole[-last:])   # the same floats
+
     def test_fast_and_reference_decoders_agree(self):
         config = GPTConfig(vocab_size=7, n_embd=8, n_layer=2, n_head=4, block_size=6)
         params = init_params(config, random.Random(8))

@@ -65,12 +65,13 @@ def add(A, B):
     return [[a + b for a, b in zip(ra, rb)] for ra, rb in zip(A, B)]
 
 
-def attention(Q, K, V, n_head):
-    """Causal multi-head attention for a whole sequence; returns (out, weights per head)."""
-    T, E = len(Q), len(Q[0])
+def attention(Q, K, V, n_head, first=0):
+    """Causal multi-head attention; returns (out, weights per head). Q's rows are the
+    positions first, first+1, … of K and V's rows (all of them when first is 0)."""
+    T, E = len(K), len(K[0])
     D = E // n_head
     scale = (D ** 0.5) ** -1
-    out = [[] for _ in range(T)]
+    out = [[] for _ in Q]
     weights = []
     for h in range(n_head):
         hs = slice(h * D, (h + 1) * D)
@@ -78,9 +79,10 @@ def attention(Q, K, V, n_head):
         k = [row[hs] for row in K]
         v_T = transpose([row[hs] for row in V])
         A = []
-        for t in range(T):
-            a = softmax([sum(map(mul, q[t], k[s])) * scale for s in range(t + 1)])
-            out[t].extend([sum(map(mul, a, v_j)) for v_j in v_T])  # map stops at len(a): causal
+        for i, q_t in enumerate(q):
+            t = first + i
+            a = softmax([sum(map(mul, q_t, k[s])) * scale for s in range(t + 1)])
+            out[i].extend([sum(map(mul, a, v_j)) for v_j in v_T])  # map stops at len(a): causal
             A.append(a + [0.0] * (T - 1 - t))
         weights.append(A)
     return out, weights
@@ -150,8 +152,10 @@ class FastEngine:
 
     # --- whole-sequence forward and backward --------------------------------------
 
-    def forward(self, tokens):
-        """Logits for every position of `tokens`, and what backward needs to remember."""
+    def forward(self, tokens, first=0):
+        """Logits for every position of `tokens` from `first` on, and what backward needs to
+        remember (backward needs every position: first 0). Earlier positions still give the
+        last layer their keys and values, but nothing after that is computed for them."""
         p, cfg = self.p, self.config
         X0 = [[a + b for a, b in zip(p["wte"][tok], p["wpe"][t])] for t, tok in enumerate(tokens)]
         x, s0 = rmsnorm(X0)
@@ -160,11 +164,12 @@ class FastEngine:
             pre = f"layer{li}."
             c = {"x": x}
             c["xn"], c["s1"] = rmsnorm(x)
-            c["q"] = linear(p[pre + "attn_wq"], c["xn"])
+            rows = first if li == cfg.n_layer - 1 else 0
+            c["q"] = linear(p[pre + "attn_wq"], c["xn"][rows:])
             c["k"] = linear(p[pre + "attn_wk"], c["xn"])
             c["v"] = linear(p[pre + "attn_wv"], c["xn"])
-            c["att"], c["a"] = attention(c["q"], c["k"], c["v"], cfg.n_head)
-            x = add(linear(p[pre + "attn_wo"], c["att"]), x)
+            c["att"], c["a"] = attention(c["q"], c["k"], c["v"], cfg.n_head, rows)
+            x = add(linear(p[pre + "attn_wo"], c["att"]), x[rows:])
             c["x2"] = x
             c["xn2"], c["s2"] = rmsnorm(x)
             c["h"] = [[max(0.0, v) for v in row] for row in linear(p[pre + "mlp_fc1"], c["xn2"])]
@@ -226,9 +231,10 @@ class FastEngine:
             flat = g if flat is None else [a + b for a, b in zip(flat, g)]
         return total, flat
 
-    def sequence_logits(self, tokens):
-        """Next-token logits at every position, computed for the whole sequence at once."""
-        return self.forward(tokens)[0]
+    def sequence_logits(self, tokens, last=None):
+        """Next-token logits at every position, computed for the whole sequence at once — or
+        at the `last` positions only (the stream detector reads 2 of 15: a quarter of the work)."""
+        return self.forward(tokens, 0 if last is None else len(tokens) - last)[0]
 
     def decoder(self):
         return FastDecoder(self)
