@@ -44,9 +44,9 @@ def run_file(job):
 def default_windows(data_dir):
     """The windows file a NAB corpus ships, if any: DIR/dev_windows.json (the development
     subset this project was tuned on) or DIR/labels/combined_windows.json (NAB's own layout)."""
-    for candidate in (Path(data_dir) / "dev_windows.json", Path(data_dir) / "labels" / "combined_windows.json"):
-        if candidate.exists():
-            return candidate
+    for name in nab_io.WINDOWS_FILES:
+        if (Path(data_dir) / name).exists():
+            return Path(data_dir) / name
     return None
 
 

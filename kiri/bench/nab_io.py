@@ -23,6 +23,9 @@ from ..ground import atomic_write
 
 DATA_HEADER = ("timestamp", "value")
 RESULTS_HEADER = ("timestamp", "value", "anomaly_score", "label")
+# Where a corpus keeps its windows, relative to its root: the development subset this project
+# was tuned on, and NAB's own layout.
+WINDOWS_FILES = (Path("dev_windows.json"), Path("labels") / "combined_windows.json")
 
 
 def parse_timestamp(text):

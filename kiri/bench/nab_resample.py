@@ -21,11 +21,6 @@ from ..errors import KiriError
 from ..ground import atomic_write
 from . import nab_io
 
-# Where a NAB corpus keeps its windows (as nab.default_windows): this project's development
-# subset, and NAB's own layout. Each one present is copied.
-WINDOWS_FILES = (Path("dev_windows.json"), Path("labels") / "combined_windows.json")
-
-
 def block_means(timestamps, values, every):
     """(first timestamp, mean value) of each whole block of `every` rows, in order."""
     rows = []
@@ -73,7 +68,8 @@ def resample(data_dir, out_dir, every, pattern=None, report=print):
         raise ValueError(f"every {every!r}: a block is at least 2 rows")
     check_apart(data_dir, out_dir)
     files = [resampled(category, path, every) for category, path in nab_io.data_files(data_dir, pattern)]
-    windows = [(name, Path(data_dir, name).read_bytes()) for name in WINDOWS_FILES if Path(data_dir, name).is_file()]
+    windows = [(name, Path(data_dir, name).read_bytes()) for name in nab_io.WINDOWS_FILES  # each one present
+               if Path(data_dir, name).is_file()]
     done = []
     for category, name, rows_in, rows in files:
         atomic_write(Path(out_dir) / "data" / category / name, series_text(rows))
