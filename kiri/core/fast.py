@@ -233,7 +233,7 @@ class FastEngine:
 
     def sequence_logits(self, tokens, last=None):
         """Next-token logits at every position, computed for the whole sequence at once — or
-        at the `last` positions only (the stream detector reads 2 of 15: a quarter of the work)."""
+        at the `last` positions only (the stream detector reads 2 of 15 per row)."""
         return self.forward(tokens, 0 if last is None else len(tokens) - last)[0]
 
     def decoder(self):
