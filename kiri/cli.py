@@ -365,7 +365,8 @@ def build_parser():
     p.set_defaults(run=run_bench_nab_resample)
     p = bench_kinds.add_parser("nab-score", help="score NAB results with NAB's rules: three profiles, optimised threshold")
     p.add_argument("--data", metavar="DIR", required=True, help="NAB corpus directory (holds data/<category>/<file>.csv)")
-    p.add_argument("--windows", metavar="FILE", required=True, help="anomaly windows JSON file")
+    p.add_argument("--windows", metavar="FILE", help="anomaly windows JSON file "
+                   "(default: DIR/dev_windows.json or DIR/labels/combined_windows.json, as in `bench nab`)")
     p.add_argument("--results", metavar="DIR", required=True, help="results directory (holds <detector>/<category>/…)")
     p.add_argument("--detector", default="kiri", help="detector name, letters and digits (default kiri)")
     # --files, as in `bench nab`; --pattern is its old name, still read.

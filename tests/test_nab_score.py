@@ -467,6 +467,29 @@ class CommandLine(CommandLineAssertions, TempCase):
                         "--files", "bird/*.csv", home=self.tmp)
         self.assertUserError(proc, "kiri: error:", code=1)
 
+    def test_the_corpus_own_windows_file_is_read_without_windows(self):
+        self.corpus.add("cat/a.csv", scores_with({100: 1.0}))
+        self.corpus.add("cat/b.csv", scores_with({101: 1.0, 60: 0.5}))
+        data, windows, results = self.corpus.paths()
+        with_flag = run_kiri("bench", "nab-score", "--data", data, "--windows", windows, "--results", results,
+                             home=self.tmp)
+        for name in ("dev_windows.json", "labels/combined_windows.json"):   # the two layouts, as bench nab reads them
+            (data / name).parent.mkdir(exist_ok=True)
+            windows.rename(data / name)
+            proc = run_kiri("bench", "nab-score", "--data", data, "--results", results, home=self.tmp)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertEqual(proc.stdout, with_flag.stdout)
+            windows = data / name
+
+    def test_no_windows_file_anywhere_is_one_line(self):
+        self.corpus.add("cat/a.csv", scores_with({100: 1.0}))
+        data, windows, results = self.corpus.paths()
+        windows.unlink()
+        proc = run_kiri("bench", "nab-score", "--data", data, "--results", results, home=self.tmp)
+        self.assertUserError(proc, "kiri: error:", code=1)
+        self.assertIn("no windows file (dev_windows.json or labels/combined_windows.json); give one with --windows FILE",
+                      proc.stderr)
+
     def test_bad_paths_are_one_line_errors(self):
         self.corpus.add("cat/a.csv", scores_with({100: 1.0}))
         data, windows, results = self.corpus.paths()

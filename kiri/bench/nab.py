@@ -3,7 +3,7 @@
 For every CSV under DATA/data/<category>/ it writes RESULTS/kiri/<category>/kiri_<file>.csv
 (`timestamp,value,anomaly_score,label`, the data file's rows in order). The detector never
 reads the windows or labels; `label` is filled from a windows file (the one given, or the
-corpus's own: default_windows) so that NAB's own tools can read the results. One configuration for every file.
+corpus's own: nab_io.corpus_windows) so that NAB's own tools can read the results. One configuration for every file.
 """
 
 import contextlib
@@ -41,20 +41,11 @@ def run_file(job):
     return category, path.name, len(values), time.monotonic() - start
 
 
-def default_windows(data_dir):
-    """The windows file a NAB corpus ships, if any: DIR/dev_windows.json (the development
-    subset this project was tuned on) or DIR/labels/combined_windows.json (NAB's own layout)."""
-    for name in nab_io.WINDOWS_FILES:
-        if (Path(data_dir) / name).exists():
-            return Path(data_dir) / name
-    return None
-
-
 def run(data_dir, results_dir, pattern=None, jobs=1, windows_file=None, report=print):
     """Run the detector over every data file (in `jobs` processes); returns the per-file results.
-    windows_file (default: default_windows) only fills the results' label column."""
+    windows_file (default: the corpus's own) only fills the results' label column."""
     files = nab_io.data_files(data_dir, pattern)
-    windows_file = windows_file or default_windows(data_dir)
+    windows_file = windows_file or nab_io.corpus_windows(data_dir)
     windows = nab_io.read_windows(windows_file) if windows_file else None
     job_list = [(category, path, results_dir, windows) for category, path in files]
     done = []

@@ -28,6 +28,14 @@ RESULTS_HEADER = ("timestamp", "value", "anomaly_score", "label")
 WINDOWS_FILES = (Path("dev_windows.json"), Path("labels") / "combined_windows.json")
 
 
+def corpus_windows(data_dir):
+    """The windows file a corpus ships (the first of WINDOWS_FILES under DIR), or None."""
+    for name in WINDOWS_FILES:
+        if (Path(data_dir) / name).is_file():
+            return Path(data_dir) / name
+    return None
+
+
 def parse_timestamp(text):
     """'2014-02-14 14:30:00' or '2014-02-14 14:30:00.000000' → a naive datetime; ValueError if not."""
     stamp = datetime.fromisoformat(text.strip())

@@ -198,9 +198,15 @@ def file_at_threshold(f, profile, threshold):
 
 
 def score(data_dir, windows_file, results_dir, detector="kiri", pattern=None):
-    """Score a detector's results on every data file (or those matching `pattern`); returns a report dict."""
+    """Score a detector's results on every data file (or those matching `pattern`); returns a report dict.
+    windows_file None: the corpus's own (nab_io.WINDOWS_FILES), as `bench nab` reads it."""
     nab_io.check_detector(detector)
     files_found = nab_io.data_files(data_dir, pattern)
+    if windows_file is None:
+        windows_file = nab_io.corpus_windows(data_dir)
+        if windows_file is None:
+            raise KiriError(f"{data_dir}: no windows file ({' or '.join(map(str, nab_io.WINDOWS_FILES))}); "
+                            "give one with --windows FILE")
     windows_by_file = nab_io.read_windows(windows_file)
     files = []
     n_windows = 0
