@@ -125,9 +125,10 @@ class Detector(unittest.TestCase):
         detect = StreamDetector(probation=225).detect
         detections = [i for i, s in enumerate(self.scores) if s >= detect]
         # The level stays shifted to the end: each quiet period that ends finds it again.
-        # The likelihood's window here is 22 rows (a tenth of the probation): it finds the
-        # shift 5 rows after it, where a fixed 50 rows took 13, and it reads noise sooner —
-        # 3 detections elsewhere in 1,275 rows, where 50 rows made 2.
+        # The likelihood's window here is 22 rows (a tenth of the probation), the model
+        # trains every 18 (a twelfth) and the level is 0.06: it finds the shift 4 rows
+        # after it, with 2 detections elsewhere in 1,275 rows (training every 50 rows and
+        # level 0.05: 5 rows, 3 elsewhere; with a fixed 50-row window as well: 13, 2).
         elsewhere = [i for i in detections if not (SPIKE <= i <= SPIKE + 5 or SHIFT <= i)]
         self.assertLessEqual(len(elsewhere), 3, elsewhere)
 
@@ -141,6 +142,13 @@ class Detector(unittest.TestCase):
         self.assertEqual(StreamDetector(probation=600).likelihood.short, 60)
         self.assertEqual(StreamDetector(probation=240).likelihood.short, 24)
         self.assertEqual(StreamDetector(probation=240, short=7).likelihood.short, 7)
+
+    def test_online_training_is_a_share_of_the_probation(self):
+        # A twelfth of it: every 50 rows of a 4,000-row file, every 12 of a 1,000-row one.
+        self.assertEqual(StreamDetector(probation=604).online_every, 50)
+        self.assertEqual(StreamDetector(probation=151).online_every, 12)
+        self.assertEqual(StreamDetector(probation=20).online_every, 1)
+        self.assertEqual(StreamDetector(probation=240, online_every=7).online_every, 7)
 
     def test_deterministic(self):
         detector = StreamDetector(probation=225)
