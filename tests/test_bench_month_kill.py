@@ -25,8 +25,11 @@ class ShortMonthWithKillsTest(unittest.TestCase):
         self.assertEqual(lines[-1].split()[:3], ["month", "incidents", "1/1"], lines)
         # Not asserted: `unscored` and `undecided`, what a kill between storing a reading and
         # deciding on it leaves undone unless the restarted daemon takes it up (printed).
-        self.assertEqual({k: figures[k] for k in ("lost", "lost_alerts", "duplicated", "stuck")},
-                         dict(lost=0, lost_alerts=0, duplicated=0, stuck=0), lines)
+        self.assertEqual({k: figures[k] for k in ("lost", "lost_alerts", "stuck")},
+                         dict(lost=0, lost_alerts=0, stuck=0), lines)
+        # Delivery is at-least-once (outbox.py): a kill after Telegram took a message and
+        # before the outbox marked it sent sends it again. Only a kill while delivering can.
+        self.assertLessEqual(figures["duplicated"], figures["kills"].count("delivering"), lines)
         self.assertEqual(figures["cycles"], 24 * 12 + 12 + 1, "every cycle counted once, the hour stepped back again")
 
 
