@@ -9,7 +9,6 @@ corpus's own: nab_io.corpus_windows) so that NAB's own tools can read the result
 import contextlib
 import multiprocessing
 import time
-from pathlib import Path
 
 from ..stream import StreamDetector
 from . import nab_io
