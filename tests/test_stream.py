@@ -151,9 +151,14 @@ class Detector(unittest.TestCase):
         self.assertEqual(StreamDetector(probation=240, online_every=7).online_every, 7)
 
     def test_deterministic(self):
-        detector = StreamDetector(probation=225)
-        again = [detector.update(hour, value) for hour, value in series()[:400]]
-        self.assertEqual(again, self.scores[:400])
+        # The same seed, the same scores — on a small detector: determinism is the seed's,
+        # not the size's, and a second full run would double this class's time.
+        def run():
+            detector = StreamDetector(probation=40, train_steps=30, online_every=10)
+            return [detector.update(hour, value) for hour, value in series(160)]
+        first = run()
+        self.assertEqual(run(), first)
+        self.assertGreater(len(set(first)), 20, "the scores vary: the test compares something")
 
 
 class BenchCommand(CommandLineAssertions, unittest.TestCase):
@@ -173,24 +178,20 @@ class BenchCommand(CommandLineAssertions, unittest.TestCase):
         rows = [(f"2020-01-{1 + i // 288:02d} {(i % 288) * 5 // 60:02d}:{(i % 288) * 5 % 60:02d}:00", f"{v:.3f}")
                 for i, (_, v) in enumerate(series(400))]
         self.write("one.csv", rows)
-        proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "results", home=self.root)
+        # The corpus's own windows file (as in ../shared/nab) fills the label column, and
+        # nothing else: the detector never reads it. --jobs 2 takes the worker-pool path.
+        (self.root / "dev_windows.json").write_text(
+            json.dumps({"mine/one.csv": [[rows[300][0] + ".000000", rows[309][0] + ".000000"]]}))
+        proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "results", "--jobs", 2,
+                        home=self.root)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertIn("mine/one.csv: 400 rows", proc.stdout)
         lines = (self.root / "results" / "kiri" / "mine" / "kiri_one.csv").read_text().splitlines()
         self.assertEqual(lines[0], "timestamp,value,anomaly_score,label")
         self.assertEqual([line.split(",")[0] for line in lines[1:]], [ts for ts, _ in rows])
-        self.assertEqual({line.split(",")[3] for line in lines[1:]}, {"0"}, "no windows file: no labels")
+        self.assertEqual([float(line.split(",")[1]) for line in lines[1:]], [float(v) for _, v in rows])
+        self.assertEqual([line.split(",")[3] for line in lines[1:]], ["1" if 300 <= i <= 309 else "0" for i in range(400)])
 
-        # The corpus's own windows file (as in ../shared/nab) fills the label column, and
-        # nothing else: the detector never reads it. Parallel processes give the same scores.
-        (self.root / "dev_windows.json").write_text(
-            json.dumps({"mine/one.csv": [[rows[300][0] + ".000000", rows[309][0] + ".000000"]]}))
-        proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "labelled", "--jobs", 2,
-                        home=self.root)
-        self.assertEqual(proc.returncode, 0, proc.stderr)
-        labelled = (self.root / "labelled" / "kiri" / "mine" / "kiri_one.csv").read_text().splitlines()
-        self.assertEqual([line.split(",")[3] for line in labelled[1:]], ["1" if 300 <= i <= 309 else "0" for i in range(400)])
-        self.assertEqual([line.rsplit(",", 1)[0] for line in labelled], [line.rsplit(",", 1)[0] for line in lines])
 
     def test_bad_value_names_the_file_and_line(self):
         rows = [(f"2020-01-01 00:{i:02d}:00", "1.0") for i in range(50)]
