@@ -48,6 +48,30 @@ class Training(unittest.TestCase):
         self.assertAlmostEqual(new[0], 0.99, places=6)
         self.assertAlmostEqual(new[1], 1.01, places=6)
 
+    def test_training_can_go_on_with_the_same_adam(self):
+        # Online learning in bursts: the moments carry over, so a burst's first step is
+        # sized by the gradients seen before it, not lr * g/|g| for every parameter.
+        lang = CharLanguage.from_docs(DOCS)
+        cfg = GPTConfig(vocab_size=lang.vocab_size, n_embd=8, n_layer=1, n_head=2, block_size=8)
+        docs = [lang.encode(d) for d in DOCS]
+
+        def burst_after_training(adam_goes_on):
+            rng = random.Random(5)
+            model = make_engine("fast", cfg, init_params(cfg, rng))
+            adam = Adam(len(model.flat_params()))
+            train(model, docs, 40, rng, adam=adam)
+            self.assertEqual(adam.t, 40)
+            before = model.flat_params()
+            train(model, docs[:1], 1, rng, lr=0.003, adam=adam if adam_goes_on else None)
+            self.assertEqual(adam.t, 41 if adam_goes_on else 40)
+            return [abs(a - b) for a, b in zip(model.flat_params(), before)]
+
+        def median(xs):
+            return sorted(xs)[len(xs) // 2]
+        fresh, going_on = burst_after_training(False), burst_after_training(True)
+        self.assertGreater(min(d for d in fresh if d > 0), 0.0029, "a fresh Adam moves every parameter it can by lr")
+        self.assertLess(median(going_on), median(fresh) / 2, "one that goes on moves most of them far less")
+
     def test_metrics_file_has_one_json_line_per_step(self):
         buf = io.StringIO()
         run(engine="fast", steps=7, metrics=buf)

@@ -48,13 +48,14 @@ class TrainResult:
 
 
 def train(engine, sequences, steps, rng, batch=1, lr=LEARNING_RATE,
-          progress=None, metrics=None, clock=time.monotonic):
+          progress=None, metrics=None, clock=time.monotonic, adam=None):
     """Train `engine` for `steps` steps on token-id `sequences`; returns a TrainResult.
 
     As in microgpt the documents are shuffled once by `rng` and taken in turn, one per
     step (or `batch` per step, their gradients averaged); each is cut to block_size
     predictions. `progress(step, steps, loss, elapsed)` is called after every step and
-    `metrics` (a text file) receives one JSON line per step.
+    `metrics` (a text file) receives one JSON line per step. `adam` goes on from an earlier
+    call's Adam (its moments carry over); by default the optimizer starts afresh.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -66,7 +67,7 @@ def train(engine, sequences, steps, rng, batch=1, lr=LEARNING_RATE,
     order = list(sequences)
     rng.shuffle(order)
     window = engine.config.block_size + 1
-    adam = Adam(len(engine.flat_params()))
+    adam = Adam(len(engine.flat_params())) if adam is None else adam
     result = TrainResult()
     start = clock()
     for step in range(steps):
