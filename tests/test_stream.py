@@ -198,7 +198,6 @@ class BenchCommand(CommandLineAssertions, unittest.TestCase):
         self.assertEqual([float(line.split(",")[1]) for line in lines[1:]], [float(v) for _, v in rows])
         self.assertEqual([line.split(",")[3] for line in lines[1:]], ["1" if 300 <= i <= 309 else "0" for i in range(400)])
 
-
     def test_bad_value_names_the_file_and_line(self):
         rows = [(f"2020-01-01 00:{i:02d}:00", "1.0") for i in range(50)]
         rows[7] = ("2020-01-01 00:07:00", "oops")
