@@ -8,16 +8,18 @@ uses only what it has seen so far:
    explicit below/above-range tokens), and the model is trained on windows of
    consecutive rows; every third block of rows is held out at first, so the likelihood
    is warmed up on surprise the model has not trained on, as every later row will be;
-2. each row is `H V D`: hour of day, value bucket, change bucket; a window is the last
-   `window` rows (15 tokens), so a jump, a flat line or a missing daily peak is
-   surprising, not only a rare value;
+2. each row is `H V D`: hour of day (from the row's time, on the series' own clock),
+   value bucket, change bucket; a window is the last `window` rows (15 tokens), so a
+   jump, a flat line or a missing daily peak is surprising, not only a rare value;
 3. the raw score of a row is the mean surprise of its V and D tokens given the window
    before them; AnomalyLikelihood turns it into "how unusual is the recent surprise for
    this series" in [0, 1], over the last `short` rows — by default a tenth of the
    probation, 60 rows in a 4,000-row file, so that it spans the same share of the series
    at any rate — and over the latest row alone when its surprise beats every earlier one
    by 10 % (an isolated spike), once the history behind it is as long as the probation
-   (earlier, a record is no rare thing);
+   (earlier, a record is no rare thing). The recent surprise is also judged against the
+   same hours on the two days before (the lower of the two): a model is more surprised
+   at some hours of every day than at others, and that is the day's rhythm, not news;
 4. it keeps learning: every `online_every` rows — by default a twelfth of the probation,
    50 rows in a 4,000-row file, 12 in a 1,000-row one, so that a short series is
    learned as often per share of it as a long one — a few training steps on recent windows,
@@ -44,7 +46,7 @@ import random
 from .core.engines import make_engine
 from .core.language import StateLanguage, quantile_edges
 from .core.model import GPTConfig, init_params
-from .core.surprise import AnomalyLikelihood, log_softmax
+from .core.surprise import DAY, AnomalyLikelihood, log_softmax
 from .core.train import Adam, train
 
 HOUR_BUCKETS = 8
@@ -68,14 +70,15 @@ class StreamDetector:
         self.ids = []                 # the tokens of each row once the language exists
         short = max(1, probation // 10) if short is None else short
         self.likelihood = AnomalyLikelihood(short=short, long=2000, warmup=30, spike=10, record=1.1,
-                                            records_after=probation)
+                                            records_after=probation, days=2)
         self.language = self.model = None
         self.quiet_left = 0
 
-    def update(self, hour, value):
-        """The anomaly score of this row, given every row before it."""
+    def update(self, when, value):
+        """The anomaly score of the row (`when` in seconds, `value`), given every row before it.
+        `when` is the series' own clock: its hour of day is when % 86400 / 3600."""
         change = value - self.rows[-1][1] if self.rows else 0.0
-        self.rows.append((hour, value, change))
+        self.rows.append((when % DAY / 3600, value, change))
         n = len(self.rows)
         if n < self.probation:
             return 0.0
@@ -83,7 +86,7 @@ class StreamDetector:
             self._learn_probation()
             return 0.0
         self.ids.append(self._row_ids(self.rows[-1]))
-        score = self.likelihood.update(self._raw_surprise(len(self.ids) - 1))
+        score = self.likelihood.update(self._raw_surprise(len(self.ids) - 1), when)
         if (n - self.probation) % self.online_every == 0:
             self._train(self._windows(max(self.window, len(self.ids) - self.recent), len(self.ids)),
                         self.online_steps, self.online_lr)

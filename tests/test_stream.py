@@ -16,7 +16,8 @@ SPIKE, SHIFT = 900, 1250
 
 
 def series(n=1500, seed=0):
-    """A daily wave with noise, one spike at SPIKE and a level shift from SHIFT on (5-minute rows)."""
+    """A daily wave with noise, one spike at SPIKE and a level shift from SHIFT on: (seconds, value)
+    every 5 minutes."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -26,7 +27,7 @@ def series(n=1500, seed=0):
             value += 60
         if i >= SHIFT:
             value += 35
-        rows.append((hour, value))
+        rows.append((i * 300, value))
     return rows
 
 
@@ -93,6 +94,40 @@ class Likelihood(unittest.TestCase):
         self.assertLess(after(5000.0), 1.0)
 
 
+    def test_a_surprise_at_the_same_time_every_day_is_the_days_rhythm(self):
+        # 5-minute surprises, a little higher from 10:00 to 11:00 every day; on day 5 also
+        # from 16:00 to 17:00. Judged against the whole history, 10:00 is unusual every
+        # day; judged also against the same hour on the two days before, only 16:00 is.
+        def run(days):
+            rng = random.Random(4)
+            likelihood = AnomalyLikelihood(short=12, long=2000, warmup=30, days=days)
+            scores = {}
+            for i in range(5 * 288):
+                when = 3 * 86400 + i * 300
+                hour = i % 288 / 12
+                bumped = 10 <= hour < 11 or (i >= 4 * 288 and 16 <= hour < 17)
+                scores[(i // 288, hour)] = likelihood.update(rng.gauss(1.0, 0.1) + (0.5 if bumped else 0.0), when)
+            return scores
+        plain, rhythm = run(0), run(2)
+        end_of = lambda scores, day, hour: scores[(day, hour + 11 / 12)]   # the hour's last row: 12 in the window
+        for day in (1, 2, 3, 4):
+            self.assertGreater(end_of(plain, day, 10), 0.2, f"day {day}, 10:00, without days")
+            # What is left is noise: a 12-value mean against the lower of two others.
+            self.assertLess(end_of(rhythm, day, 10), end_of(plain, day, 10) / 3, f"day {day}, 10:00, as the days before")
+        self.assertEqual(end_of(rhythm, 0, 10), end_of(plain, 0, 10), "no day before yet: judged as without")
+        self.assertGreater(end_of(rhythm, 4, 16), 0.2, "16:00 was not surprising on the days before")
+        self.assertEqual(end_of(rhythm, 4, 16), end_of(plain, 4, 16))
+
+    def test_a_value_out_of_time_order_has_no_same_time_baseline(self):
+        likelihood = AnomalyLikelihood(short=3, long=100, warmup=5, days=1)
+        for i in range(400):
+            likelihood.update(1.0 + 0.1 * (i % 2), i * 300)
+        later = likelihood.same_time.whens[-1]
+        likelihood.update(2.0, later - 600)           # a clock that went back: scored, not dated
+        likelihood.update(2.0)                        # no time at all: the same
+        self.assertEqual(likelihood.same_time.whens[-1], later)
+        self.assertGreater(likelihood.update(2.0, later + 300), 0.1)
+
     def test_a_replay_in_one_pass_ends_where_one_value_at_a_time_does(self):
         rng = random.Random(3)
         for n in (0, 1, 41, 42, 43, 100, 2011, 5000):
@@ -111,7 +146,7 @@ class Detector(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.detector = StreamDetector(probation=225)
-        cls.scores = [cls.detector.update(hour, value) for hour, value in series()]
+        cls.scores = [cls.detector.update(when, value) for when, value in series()]
 
     def test_flags_the_level_shift(self):
         detect = StreamDetector(probation=225).detect
@@ -137,6 +172,13 @@ class Detector(unittest.TestCase):
         self.assertEqual(set(self.scores[:225]), {0.0})
         self.assertTrue(all(0.0 <= s <= 1.0 and not math.isnan(s) for s in self.scores))
 
+    def test_rows_after_probation_are_dated_for_the_same_time_baseline(self):
+        # The held-out probation rows warm the likelihood up undated: a baseline is a day
+        # of rows scored as every later row is, by the model after its probation.
+        same_time = self.detector.likelihood.same_time
+        self.assertEqual(same_time.days, 2)
+        self.assertEqual(same_time.whens, [when for when, _ in series()[225:]])
+
     def test_the_likelihood_window_is_a_share_of_the_probation(self):
         # A tenth of it: 60 rows of a 4,000-row file of 5-minute rows, 24 of a 1,600-row
         # hourly one — the same share of the series, as NAB's windows are.
@@ -161,7 +203,7 @@ class Detector(unittest.TestCase):
         # not the size's, and a second full run would double this class's time.
         def run():
             detector = StreamDetector(probation=40, train_steps=30, online_every=10)
-            return [detector.update(hour, value) for hour, value in series(160)]
+            return [detector.update(when, value) for when, value in series(160)]
         first = run()
         self.assertEqual(run(), first)
         self.assertGreater(len(set(first)), 20, "the scores vary: the test compares something")
@@ -197,6 +239,11 @@ class BenchCommand(CommandLineAssertions, unittest.TestCase):
         self.assertEqual([line.split(",")[0] for line in lines[1:]], [ts for ts, _ in rows])
         self.assertEqual([float(line.split(",")[1]) for line in lines[1:]], [float(v) for _, v in rows])
         self.assertEqual([line.split(",")[3] for line in lines[1:]], ["1" if 300 <= i <= 309 else "0" for i in range(400)])
+
+    def test_the_clock_is_the_datas_own(self):
+        from kiri.bench.nab import seconds_of
+        self.assertEqual(seconds_of("1970-01-02 14:30:00"), 86400 + 14.5 * 3600)
+        self.assertEqual(seconds_of("2014-02-14 14:30:00.000000") % 86400 / 3600, 14.5)
 
     def test_bad_value_names_the_file_and_line(self):
         rows = [(f"2020-01-01 00:{i:02d}:00", "1.0") for i in range(50)]

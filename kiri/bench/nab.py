@@ -9,6 +9,7 @@ corpus's own: nab_io.corpus_windows) so that NAB's own tools can read the result
 import contextlib
 import multiprocessing
 import time
+from datetime import datetime
 
 from ..stream import StreamDetector
 from . import nab_io
@@ -17,15 +18,18 @@ from .nab_score import probation_rows   # the rows NAB never scores: the detecto
 DETECTOR = "kiri"
 
 
-def hour_of(timestamp):
-    """'2014-02-14 14:30:00' → 14.5 (the data's own clock; NAB timestamps have no zone)."""
-    return int(timestamp[11:13]) + int(timestamp[14:16]) / 60
+EPOCH = datetime(1970, 1, 1)
+
+
+def seconds_of(timestamp):
+    """'1970-01-02 14:30:00' → 138600.0: seconds on the data's own clock (NAB timestamps have no zone)."""
+    return (nab_io.parse_timestamp(timestamp) - EPOCH).total_seconds()
 
 
 def detect(timestamps, values, seed=0):
     """Anomaly scores for one series, streaming: row i sees rows 0..i only."""
     detector = StreamDetector(max(probation_rows(len(values)), 20), seed=seed)
-    return [detector.update(hour_of(ts), v) for ts, v in zip(timestamps, values)]
+    return [detector.update(seconds_of(ts), v) for ts, v in zip(timestamps, values)]
 
 
 def run_file(job):
