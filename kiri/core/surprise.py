@@ -10,6 +10,8 @@ import collections
 import math
 from dataclasses import dataclass
 
+DAY = 86400   # seconds
+
 
 @dataclass(frozen=True)
 class TokenSurprise:
@@ -144,9 +146,6 @@ class AnomalyLikelihood:
         self.past_sum, self.past_sq = sum(self.past), sum(x * x for x in self.past)
         self.top = max(surprises)
         return self._score(surprises[-1], record=False)
-
-
-DAY = 86400
 
 
 class SameTimeBefore:
