@@ -135,7 +135,7 @@ class AnomalyLikelihood:
         values and the `long` ones before them. So it takes them in one pass instead of value
         by value — the daemon replays two thousand values for every reading of every atom."""
         surprises = list(surprises)
-        if self.spike or self.same_time or self.recent or self.past or not surprises:
+        if self.spike or self.recent or self.past or not surprises:
             score = 0.0
             for surprise in surprises:
                 score = self.update(surprise)
@@ -167,10 +167,10 @@ class SameTimeBefore:
         self.whens.append(when)
         self.totals_before.append(self.total)
         self.total += surprise
-        self._forget(before=when - self.days * DAY - (when - self.whens[-min(self.short, len(self.whens))]) - DAY)
+        start = self.whens[-min(self.short, len(self.whens))]
+        self._forget(before=start - (self.days + 1) * DAY)   # a day to spare
         if len(self.whens) < self.short:
             return None
-        start = self.whens[-self.short]
         means = [self._mean(start - d * DAY, when - d * DAY) for d in range(1, self.days + 1)]
         means = [m for m in means if m is not None]
         return min(means) if means else None
