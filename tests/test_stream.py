@@ -39,6 +39,19 @@ class LearnedBuckets(unittest.TestCase):
         # extremes are not the edge of normal.
         self.assertEqual([round(e, 9) for e in quantile_edges(range(1, 11), 4)], [0.1, 3, 5, 8, 10.9])
 
+    def test_a_repeated_value_keeps_one_bucket_and_gives_the_rest_away(self):
+        # Zero nine rows in ten: every quantile but the top is 0, which alone would leave one
+        # bucket for everything. The zeros keep [0, 0.5); the bursts share the other three.
+        mostly_zero = [0] * 90 + list(range(1, 11))
+        edges = quantile_edges(mostly_zero, 4, margin=0)
+        self.assertEqual(edges, [0, 0.5, 2.5, 5.5, 10])
+        lang = StateLanguage("s", {"V": {"edges": edges}})
+        self.assertEqual([lang.decode(lang.encode({"V": v})) for v in (0, 1, 3, 10)], ["V0", "V1", "V2", "V3"])
+        # Two levels (a square wave) are two buckets, cut halfway between them.
+        self.assertEqual(quantile_edges([0] * 95 + [5] * 5, 4, margin=0), [0, 2.5, 5])
+        # Fewer distinct values than buckets: one bucket each, no more.
+        self.assertEqual(quantile_edges([1, 1, 2, 2, 7], 10, margin=0), [1, 2, 4.5, 7])
+
     def test_below_and_above_range_tokens(self):
         lang = StateLanguage("s", {"V": {"edges": [0, 10, 20]}})
         self.assertEqual(lang.tokens, ["V<", "V0", "V1", "V>"])

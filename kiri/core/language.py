@@ -234,7 +234,13 @@ EDGE_MARGIN = 0.1   # learned outer buckets reach 10 % of the seen range beyond 
 def quantile_edges(values, buckets, margin=EDGE_MARGIN):
     """Cut points that put about the same number of `values` in each of `buckets` buckets.
 
-    Repeated values collapse edges, so a nearly constant series gets fewer buckets.
+    A value repeated many times (a metric that is mostly 0, a CPU at its floor) would be
+    several quantiles at once, and their cut points one; instead it gets a bucket to itself,
+    and the buckets it would have taken go to the other values: the fullest bucket that
+    holds more than one distinct value is split where it halves most evenly (halfway
+    between two neighbouring values), until there are `buckets` or none can be split.
+    (With quantiles alone, a disk that wrote in one row of fifteen had one bucket for all
+    its values: its largest burst was the same token as a quiet row.)
     `margin` widens the outer buckets by that fraction of the seen range on each side:
     the smallest and largest values of a sample are not the edge of what is normal, so
     the below / above-range tokens are kept for values clearly beyond it.
@@ -244,6 +250,11 @@ def quantile_edges(values, buckets, margin=EDGE_MARGIN):
         raise ValueError("quantile_edges: no values")
     n = len(ordered)
     edges = sorted(set(ordered[min(n - 1, round(k * (n - 1) / buckets))] for k in range(buckets + 1)))
+    while len(edges) - 1 < buckets:
+        cut = _even_cut(ordered, edges)
+        if cut is None:
+            break
+        bisect.insort(edges, cut)
     if len(edges) < 2:
         edges = [edges[0] - 0.5, edges[0] + 0.5]  # a flat line: one bucket around it
     if margin > 0:
@@ -251,6 +262,24 @@ def quantile_edges(values, buckets, margin=EDGE_MARGIN):
         edges[0] -= margin * span
         edges[-1] += margin * span
     return edges
+
+
+def _even_cut(ordered, edges):
+    """A cut halfway between two neighbouring values that splits the fullest splittable bucket
+    most evenly (None: every bucket holds one distinct value). Bucket b holds the values in
+    [edges[b], edges[b + 1]), the last one its top edge too."""
+    best = None   # (values in the bucket, -imbalance, cut)
+    for b in range(len(edges) - 1):
+        i = bisect.bisect_left(ordered, edges[b])
+        j = bisect.bisect_left(ordered, edges[b + 1]) if b < len(edges) - 2 else len(ordered)
+        middle = ordered[(i + j) // 2]
+        for at in (bisect.bisect_left(ordered, middle), bisect.bisect_right(ordered, middle)):
+            if i < at < j:    # ordered[at - 1] < ordered[at], both in the bucket
+                cut = (ordered[at - 1] + ordered[at]) / 2
+                candidate = (j - i, -abs(2 * at - i - j), cut)
+                if edges[b] < cut < edges[b + 1] and (best is None or candidate[:2] > best[:2]):
+                    best = candidate
+    return best[2] if best else None
 
 
 def language_from_dict(d):
