@@ -5,8 +5,9 @@ uses only what it has seen so far:
 
 1. probation — the first rows are only collected; at its end the value and change
    buckets are learned from them (quantile edges, widened by 10 % of the range, with
-   explicit below/above-range tokens; a value that would be several quantiles keeps one
-   bucket, the rest go to the other values), and the model is trained on windows of
+   explicit below/above-range tokens graded in `beyond` bands by how far beyond: up to
+   one learned range, then two, four, further; a value that would be several quantiles
+   keeps one bucket, the rest go to the other values), and the model is trained on windows of
    consecutive rows; every third block of rows is held out at first, so the likelihood
    is warmed up on surprise the model has not trained on, as every later row will be;
 2. each row is `H V D`: hour of day (from the row's time, on the series' own clock),
@@ -56,11 +57,11 @@ HOUR_BUCKETS = 8
 class StreamDetector:
     def __init__(self, probation, window=5, value_buckets=10, change_buckets=6, train_steps=600,
                  online_every=None, online_steps=10, online_lr=0.003, recent=1000, detect=0.06, quiet=None,
-                 short=None, seed=0, engine="fast"):
+                 short=None, beyond=4, seed=0, engine="fast"):
         if probation < window + 10:
             raise ValueError(f"probation of {probation} rows is too short")
         self.probation, self.window = probation, window
-        self.value_buckets, self.change_buckets = value_buckets, change_buckets
+        self.value_buckets, self.change_buckets, self.beyond = value_buckets, change_buckets, beyond
         self.train_steps, self.online_steps = train_steps, online_steps
         self.online_every = max(1, probation // 12) if online_every is None else online_every
         self.online_lr, self.recent, self.detect = online_lr, recent, detect
@@ -100,8 +101,8 @@ class StreamDetector:
         changes = [c for _, _, c in self.rows[1:]]
         self.language = StateLanguage("stream", {
             "H": (0, 24, HOUR_BUCKETS),
-            "V": {"edges": quantile_edges(values, self.value_buckets)},
-            "D": {"edges": quantile_edges(changes, self.change_buckets)},
+            "V": {"edges": quantile_edges(values, self.value_buckets), "beyond": self.beyond},
+            "D": {"edges": quantile_edges(changes, self.change_buckets), "beyond": self.beyond},
         })
         config = GPTConfig(vocab_size=self.language.vocab_size, n_embd=16, n_layer=1, n_head=2,
                            block_size=3 * self.window)

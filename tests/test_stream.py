@@ -7,7 +7,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from kiri.core.language import StateLanguage, language_from_dict, quantile_edges
+from kiri.core.language import StateLanguage, beyond_band, language_from_dict, quantile_edges
 from kiri.core.surprise import AnomalyLikelihood
 from kiri.stream import StreamDetector
 from tests.helpers import CommandLineAssertions, run_kiri
@@ -51,6 +51,23 @@ class LearnedBuckets(unittest.TestCase):
         self.assertEqual(quantile_edges([0] * 95 + [5] * 5, 4, margin=0), [0, 2.5, 5])
         # Fewer distinct values than buckets: one bucket each, no more.
         self.assertEqual(quantile_edges([1, 1, 2, 2, 7], 10, margin=0), [1, 2, 4.5, 7])
+
+    def test_how_far_beyond_the_edges_is_graded_in_bands(self):
+        # The learned range is 0..20: one range beyond it is band 1, then (1, 2], (2, 4], further.
+        lang = StateLanguage("s", {"V": {"edges": [0, 10, 20], "beyond": 4}})
+        self.assertEqual(lang.tokens, ["V<4", "V<3", "V<2", "V<", "V0", "V1", "V>", "V>2", "V>3", "V>4"])
+        for value, token in ((21, "V>"), (40, "V>"), (41, "V>2"), (60, "V>2"), (61, "V>3"), (100, "V>3"),
+                             (101, "V>4"), (1e308, "V>4"), (-1, "V<"), (-21, "V<2"), (-1e308, "V<4")):
+            self.assertEqual(lang.decode(lang.encode({"V": value})), token, value)
+        self.assertEqual([beyond_band(d, 3) for d in (0.5, 1, 1.5, 2, 2.5, 1e9, math.inf)], [1, 1, 2, 2, 3, 3, 3])
+        # The bands are part of the language a weights file keeps; one band is written as before.
+        self.assertEqual(language_from_dict(lang.to_dict()).tokens, lang.tokens)
+        self.assertNotIn("beyond", StateLanguage("s", {"V": {"edges": [0, 1]}}).to_dict()["schema"][0][1])
+        self.assertEqual(lang.bucket_range(lang.index["V1"]), (10, 20))
+        self.assertIsNone(lang.bucket_range(lang.index["V>2"]))
+        for bad in (0, 17, 2.0, True, "4"):
+            with self.assertRaisesRegex(ValueError, "bands beyond its edges"):
+                StateLanguage("s", {"V": {"edges": [0, 1], "beyond": bad}})
 
     def test_below_and_above_range_tokens(self):
         lang = StateLanguage("s", {"V": {"edges": [0, 10, 20]}})
@@ -180,6 +197,17 @@ class Detector(unittest.TestCase):
         # rows and level 0.05: 5, 3; with a fixed 50-row window as well: 13, 2).
         elsewhere = [i for i in detections if not (SPIKE <= i <= SPIKE + 5 or SHIFT <= i)]
         self.assertLessEqual(len(elsewhere), 2, elsewhere)
+
+    def test_values_beyond_the_learned_range_are_graded(self):
+        # The shift (+35) lands within one learned range above the probation's values: `V>`.
+        # Twice as far out would be a new token, so a level that goes on leaving the range
+        # is still read (see test_how_far_beyond_the_edges_is_graded_in_bands).
+        language = self.detector.language
+        self.assertEqual(language.beyond, {"V": 4, "D": 4})
+        self.assertEqual(language.decode(self.detector.ids[-1]).split()[1], "V>")
+        edges = language.edges["V"]
+        far = edges[-1] + 3 * (edges[-1] - edges[0])
+        self.assertEqual(language.decode(language.encode({"H": 0, "V": far, "D": 0})).split()[1], "V>3")
 
     def test_probation_is_not_scored_and_scores_are_in_range(self):
         self.assertEqual(set(self.scores[:225]), {0.0})

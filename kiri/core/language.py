@@ -15,6 +15,7 @@ BOS_TOKEN = "<BOS>"
 # More buckets than this in one field would teach a tiny model nothing; the bound also keeps a
 # language read from a hand-edited weights file from building millions of tokens.
 MAX_BUCKETS = 1000
+MAX_BEYOND = 16
 
 
 class CharLanguage:
@@ -65,15 +66,17 @@ class StateLanguage:
     score of 0. A categorical field's spec is {"labels": [...]}: the labels are the
     tokens (Nerve's actions). A learned field's spec is {"edges": [e0, …, en]}, cut
     points learned from data (see `quantile_edges`): n buckets between them plus explicit
-    `<prefix><` / `<prefix>>` tokens for values below or above everything seen. An observation is [BOS, one token per field in order]; a
-    value that does not fit its field is an error naming the field.
+    `<prefix><` / `<prefix>>` tokens for values below or above everything seen;
+    {"edges": […], "beyond": k} grades how far beyond, in k bands on each side (`V>`,
+    `V>2` … `V>k`; see `beyond_band`). An observation is [BOS, one token per field in
+    order]; a value that does not fit its field is an error naming the field.
     """
 
     kind = "state"
 
     def __init__(self, name, schema):
         self.name = name
-        self.schema, self.optional, self.labels, self.edges = {}, set(), {}, {}
+        self.schema, self.optional, self.labels, self.edges, self.beyond = {}, set(), {}, {}, {}
         self.tokens, self.token_field, self.first = [], [], {}
         for prefix, spec in schema.items():
             if not isinstance(prefix, str) or not prefix.isalpha():
@@ -85,8 +88,14 @@ class StateLanguage:
                         or not all(is_finite_number(e) for e in edges) or edges != sorted(set(edges)):
                     raise ValueError(f"{name}: field {prefix} needs 2 to {MAX_BUCKETS + 1} increasing finite edges, "
                                      f"got {spec!r}")
+                beyond = spec.get("beyond", 1)
+                if isinstance(beyond, bool) or not isinstance(beyond, int) or not 1 <= beyond <= MAX_BEYOND:
+                    raise ValueError(f"{name}: field {prefix} needs 1 to {MAX_BEYOND} bands beyond its edges, got {beyond!r}")
                 self.edges[prefix] = edges = [float(e) for e in edges]
-                self.tokens += [f"{prefix}<"] + [f"{prefix}{b}" for b in range(len(edges) - 1)] + [f"{prefix}>"]
+                self.beyond[prefix] = beyond
+                self.tokens += [_beyond_token(prefix, "<", band) for band in range(beyond, 0, -1)] + \
+                    [f"{prefix}{b}" for b in range(len(edges) - 1)] + \
+                    [_beyond_token(prefix, ">", band) for band in range(1, beyond + 1)]
             elif isinstance(spec, dict):
                 labels = spec.get("labels")
                 if not isinstance(labels, (list, tuple)) or not labels or \
@@ -146,11 +155,12 @@ class StateLanguage:
         """Bucket between learned edges; explicit below-range / above-range tokens outside them."""
         if not is_finite_number(value):
             raise ValueError(f"{self.name}: field {prefix} must be a finite number, got {value!r}")
-        edges = self.edges[prefix]
+        edges, bands = self.edges[prefix], self.beyond[prefix]
+        span = edges[-1] - edges[0]
         if value < edges[0]:
-            return self.index[prefix + "<"]
+            return self.index[_beyond_token(prefix, "<", beyond_band((edges[0] - value) / span, bands))]
         if value > edges[-1]:
-            return self.index[prefix + ">"]
+            return self.index[_beyond_token(prefix, ">", beyond_band((value - edges[-1]) / span, bands))]
         return self.index[f"{prefix}{min(bisect.bisect_right(edges, value) - 1, len(edges) - 2)}"]
 
     def encode_report(self, obs):
@@ -207,8 +217,8 @@ class StateLanguage:
         prefix = self.field_of(i)
         b = i - self.first.get(prefix, 0)
         if prefix in self.edges:
-            edges = self.edges[prefix]
-            return (edges[b - 1], edges[b]) if 1 <= b < len(edges) else None
+            edges, b = self.edges[prefix], b - self.beyond[prefix]
+            return (edges[b], edges[b + 1]) if 0 <= b < len(edges) - 1 else None
         if prefix not in self.schema or b >= self.schema[prefix][2]:
             return None
         lo, hi, n = self.schema[prefix]
@@ -221,7 +231,8 @@ class StateLanguage:
             if prefix in self.labels:
                 schema.append([prefix, {"labels": self.labels[prefix]}])
             elif prefix in self.edges:
-                schema.append([prefix, {"edges": self.edges[prefix]}])
+                bands = self.beyond[prefix]
+                schema.append([prefix, {"edges": self.edges[prefix], **({"beyond": bands} if bands > 1 else {})}])
             else:
                 lo, hi, n = self.schema[prefix]
                 schema.append([prefix, lo, hi, n] + (["optional"] if prefix in self.optional else []))
@@ -229,6 +240,23 @@ class StateLanguage:
 
 
 EDGE_MARGIN = 0.1   # learned outer buckets reach 10 % of the seen range beyond it
+
+
+def beyond_band(distance, bands):
+    """Which of `bands` bands a value `distance` learned ranges beyond the edges falls in:
+    1 up to one range beyond, then each band twice as far as the one before — (1, 2],
+    (2, 4], … — the last one everything further. A level that leaves the learned range
+    for good is then still read: a move from just above it to three times as far is a
+    new token, not the same `V>` (with one band, a database whose CPU had settled just
+    above its first days' range showed nothing when it doubled)."""
+    band, reach = 1, 1.0
+    while band < bands and distance > reach:
+        band, reach = band + 1, reach * 2
+    return band
+
+
+def _beyond_token(prefix, side, band):
+    return f"{prefix}{side}" if band == 1 else f"{prefix}{side}{band}"
 
 
 def quantile_edges(values, buckets, margin=EDGE_MARGIN):
