@@ -4,10 +4,10 @@ It reads one (timestamp, value) at a time and answers an anomaly score in [0, 1]
 uses only what it has seen so far:
 
 1. probation — the first rows are only collected; at its end the value and change
-   buckets are learned from them (quantile edges, widened by 10 % of the range, with
-   explicit below/above-range tokens graded in `beyond` bands by how far beyond: up to
-   one learned range, then two, four, further; a value that would be several quantiles
-   keeps one bucket, the rest go to the other values), and the model is trained on windows of
+   buckets are learned from them (quantile edges, widened by 10 % of the range; a value
+   that would be several quantiles keeps one bucket, the rest go to the other values;
+   below / above-range tokens graded in `beyond` bands by how far beyond: up to one
+   learned range, then two, four, further), and the model is trained on windows of
    consecutive rows; every third block of rows is held out at first, so the likelihood
    is warmed up on surprise the model has not trained on, as every later row will be;
 2. each row is `H V D`: hour of day (from the row's time, on the series' own clock),

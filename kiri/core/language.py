@@ -15,7 +15,7 @@ BOS_TOKEN = "<BOS>"
 # More buckets than this in one field would teach a tiny model nothing; the bound also keeps a
 # language read from a hand-edited weights file from building millions of tokens.
 MAX_BUCKETS = 1000
-MAX_BEYOND = 16
+MAX_BEYOND = 16   # the 16th band begins 2**14 learned ranges beyond the edge
 
 
 class CharLanguage:
