@@ -22,6 +22,9 @@ uses only what it has seen so far:
    (earlier, a record is no rare thing). The recent surprise is also judged against the
    same hours on the two days before (the lower of the two): a model is more surprised
    at some hours of every day than at others, and that is the day's rhythm, not news;
+   and against the same hours on the two weeks before (once both are there, the lower of
+   the two; the higher of the day's and the week's baseline counts): a Monday morning
+   after a quiet weekend is the week's rhythm;
 4. it keeps learning: every `online_every` rows — by default a twelfth of the probation,
    50 rows in a 4,000-row file, 12 in a 1,000-row one, so that a short series is
    learned as often per share of it as a long one — a few training steps on recent windows,
@@ -72,7 +75,7 @@ class StreamDetector:
         self.ids = []                 # the tokens of each row once the language exists
         short = max(1, probation // 10) if short is None else short
         self.likelihood = AnomalyLikelihood(short=short, long=2000, warmup=30, spike=10, record=1.1,
-                                            records_after=probation, days=2)
+                                            records_after=probation, days=2, weeks=2)
         self.language = self.model = None
         self.quiet_left = 0
 

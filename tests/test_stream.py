@@ -148,6 +148,34 @@ class Likelihood(unittest.TestCase):
         self.assertGreater(end_of(rhythm, 4, 16), 0.2, "16:00 was not surprising on the days before")
         self.assertEqual(end_of(rhythm, 4, 16), end_of(plain, 4, 16))
 
+    def test_a_surprise_at_the_same_time_every_week_is_the_weeks_rhythm(self):
+        # 5-minute surprises over four weeks from a Monday, higher from 06:00 to 07:00 on
+        # Mondays only (the week starts); in the fourth week also on Monday from 15:00 to
+        # 16:00. The days before a Monday are a Sunday and a Saturday, so the daily rhythm
+        # cannot explain 06:00; the two Mondays before can, once both are there.
+        def run(weeks):
+            rng = random.Random(5)
+            likelihood = AnomalyLikelihood(short=12, long=2000, warmup=30, days=2, weeks=weeks)
+            scores = {}
+            for i in range(4 * 7 * 288):
+                day, hour = i // 288, i % 288 / 12
+                monday = day % 7 == 0
+                bumped = monday and (6 <= hour < 7 or (day == 21 and 15 <= hour < 16))
+                scores[(day, hour)] = likelihood.update(rng.gauss(1.0, 0.1) + (0.5 if bumped else 0.0),
+                                                        4 * 86400 + i * 300)   # day 4 of 1970: a Monday
+            return scores
+        daily, weekly = run(0), run(2)
+        end_of = lambda scores, day, hour: scores[(day, hour + 11 / 12)]   # the hour's last row
+        for monday in (7, 14, 21):
+            self.assertGreater(end_of(daily, monday, 6), 0.2, f"day {monday}, 06:00, the days before only")
+        for monday in (14, 21):
+            self.assertLess(end_of(weekly, monday, 6), end_of(daily, monday, 6) / 3, f"day {monday}, 06:00, weeks")
+        for monday in (0, 7):
+            self.assertEqual(end_of(weekly, monday, 6), end_of(daily, monday, 6), f"day {monday}: not two weeks yet")
+        self.assertGreater(end_of(weekly, 21, 15), 0.2, "15:00 was not surprising on the Mondays before")
+        # A second baseline can only hide: no score is higher with it than without.
+        self.assertTrue(all(weekly[key] <= daily[key] + 1e-12 for key in daily))
+
     def test_a_value_out_of_time_order_has_no_same_time_baseline(self):
         likelihood = AnomalyLikelihood(short=3, long=100, warmup=5, days=1)
         for i in range(400):
@@ -217,7 +245,7 @@ class Detector(unittest.TestCase):
         # The held-out probation rows warm the likelihood up undated: a baseline is a day
         # of rows scored as every later row is, by the model after its probation.
         same_time = self.detector.likelihood.same_time
-        self.assertEqual(same_time.days, 2)
+        self.assertEqual((same_time.days, same_time.weeks), (2, 2))
         self.assertEqual(same_time.whens, [when for when, _ in series()[225:]])
 
     def test_the_likelihood_window_is_a_share_of_the_probation(self):

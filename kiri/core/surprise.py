@@ -82,13 +82,21 @@ class AnomalyLikelihood:
     span of time on each of the `days` days before (SameTimeBefore), and the lesser of the
     two z-scores counts: a surprise that came at this time of day on each of those days is
     the day's rhythm, not news. The lowest of the days is the baseline, so one bad day at
-    this hour does not hide the next.
+    this hour does not hide the next. Real series have a weekly rhythm too: a Monday
+    morning after a quiet weekend is unlike Sunday's and Saturday's mornings, but like
+    last Monday's. With `weeks` set, the same span on each of the `weeks` weeks before is
+    a second baseline (the lowest of them, once all of them are in the history), and the
+    higher of the two counts: a surprise that came at this time on each of the days
+    before, or on each of the weeks before, is the rhythm. All the weeks, because the
+    first week of a stream is the model's least trained: against it alone, what is news
+    a week later can look like the week's rhythm.
     """
 
-    def __init__(self, short=50, long=2000, warmup=30, scale=10.0, spike=None, record=1.1, records_after=0, days=0):
+    def __init__(self, short=50, long=2000, warmup=30, scale=10.0, spike=None, record=1.1, records_after=0, days=0,
+                 weeks=0):
         self.short, self.long, self.warmup, self.scale = short, long, warmup, scale
         self.spike, self.record, self.records_after = spike, record, records_after
-        self.same_time = SameTimeBefore(days, short) if days else None
+        self.same_time = SameTimeBefore(days, short, weeks) if days or weeks else None
         self.recent = collections.deque()
         self.past = collections.deque()
         self.past_sum = self.past_sq = 0.0
@@ -150,13 +158,14 @@ class AnomalyLikelihood:
 
 class SameTimeBefore:
     """The mean surprise over the same span of time as the last `short` values, on each of
-    the `days` days before whose span lies inside the dated history; the lowest of them is
-    the baseline (None while the history reaches back to none of them).
+    the `days` days before whose span lies inside the dated history, and on each of the
+    `weeks` weeks before once all of them do. The baseline is the lowest of the days' means
+    or the lowest of the weeks', whichever is higher (None while there is neither).
 
     Keeps (time, running total) of each dated value, so a span's mean is two bisections."""
 
-    def __init__(self, days, short):
-        self.days, self.short = days, short
+    def __init__(self, days, short, weeks=0):
+        self.days, self.short, self.weeks = days, short, weeks
         self.whens, self.totals_before = [], []
         self.total = 0.0
 
@@ -168,10 +177,20 @@ class SameTimeBefore:
         self.totals_before.append(self.total)
         self.total += surprise
         start = self.whens[-min(self.short, len(self.whens))]
-        self._forget(before=start - (self.days + 1) * DAY)   # a day to spare
+        self._forget(before=start - (max(self.days, 7 * self.weeks) + 1) * DAY)   # a day to spare
         if len(self.whens) < self.short:
             return None
-        means = [self._mean(start - d * DAY, when - d * DAY) for d in range(1, self.days + 1)]
+        daily = self._lowest(start, when, range(1, self.days + 1))
+        weekly = self._lowest(start, when, range(7, 7 * self.weeks + 1, 7), every=True)
+        known = [b for b in (daily, weekly) if b is not None]
+        return max(known) if known else None
+
+    def _lowest(self, start, end, days_back, every=False):
+        """The lowest mean over [start, end] moved back by each of `days_back` days; None when
+        none of them is known, or with `every` when one of them is not."""
+        means = [self._mean(start - d * DAY, end - d * DAY) for d in days_back]
+        if every and None in means:
+            return None
         means = [m for m in means if m is not None]
         return min(means) if means else None
 
