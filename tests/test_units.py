@@ -22,7 +22,8 @@ from unittest import mock
 from kiri import units
 from kiri.units import Installed, UnitError, cron_line, install, launchd_plist, systemd_unit
 
-SECRETS = {"KIRI_TELEGRAM_TOKEN": "123:abc", "KIRI_MIKROTIK_PASSWORD": "hunter2", "my_secret": "s3"}
+# Values no random temp dir name can hold by chance ("s3" once did: /tmp/tmp733ps38z).
+SECRETS = {"KIRI_TELEGRAM_TOKEN": "123:abc", "KIRI_MIKROTIK_PASSWORD": "hunter2", "my_secret": "s3cr3t-value"}
 
 
 def systemd_words(text):
