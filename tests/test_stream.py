@@ -249,12 +249,13 @@ class Detector(unittest.TestCase):
         self.assertEqual(same_time.whens, [when for when, _ in series()[225:]])
 
     def test_the_likelihood_waits_for_a_third_of_the_probation(self):
-        # 75 values of history for a probation of 225: the held-out warm-up gives 60 (three
-        # blocks of 20), 22 of them are the recent window, so the first 37 rows after
-        # probation score 0 — their recent mean would still be partly warm-up values.
+        # 75 values of history for a probation of 225: the held-out warm-up gives 65 (rows
+        # 40-59, 100-119, 160-179 and 220-224), 22 of them are the recent window, so the
+        # first 32 rows after probation score 0 — their recent mean would still be partly
+        # warm-up values.
         self.assertEqual(self.detector.likelihood.warmup, 75)
-        self.assertEqual(set(self.scores[225:225 + 37]), {0.0})
-        self.assertGreater(max(self.scores[225 + 37:SPIKE]), 0.0)
+        self.assertEqual(set(self.scores[225:225 + 32]), {0.0})
+        self.assertGreater(max(self.scores[225 + 32:SPIKE]), 0.0)
         self.assertEqual(StreamDetector(probation=60).likelihood.warmup, 30, "never less than 30")
 
     def test_the_likelihood_window_is_a_share_of_the_probation(self):
