@@ -24,8 +24,8 @@ uses only what it has seen so far:
    at some hours of every day than at others, and that is the day's rhythm, not news;
    and against the same hours on the two weeks before (once both are there, the lower of
    the two; the higher of the day's and the week's baseline counts): a Monday morning
-   after a quiet weekend is the week's rhythm. It says nothing until its history holds a
-   third of the probation's worth of surprise: the held-out warm-up is about that much,
+   after a quiet weekend is the week's rhythm. The likelihood says nothing until its
+   history holds a third of the probation's worth of surprise: the held-out warm-up is about that much,
    so the first `short` or so rows after probation are silent, while the recent mean
    still holds warm-up values (with a history of 30 values, the first tenth of the
    scored rows held a sixth of all false detections on NAB's files);
@@ -78,8 +78,8 @@ class StreamDetector:
         self.rows = []                # (hour, value, change) of every row seen
         self.ids = []                 # the tokens of each row once the language exists
         short = max(1, probation // 10) if short is None else short
-        self.likelihood = AnomalyLikelihood(short=short, long=2000, warmup=max(30, probation // 3), spike=10, record=1.1,
-                                            records_after=probation, days=2, weeks=2)
+        self.likelihood = AnomalyLikelihood(short=short, long=2000, warmup=max(30, probation // 3), spike=10,
+                                            record=1.1, records_after=probation, days=2, weeks=2)
         self.language = self.model = None
         self.quiet_left = 0
 
