@@ -52,11 +52,13 @@ seeds — see README, "Detection quality", for what that means and how the split
 
 import random
 
+from .atoms.fit import VALUE_LIMIT
 from .core.engines import make_engine
 from .core.language import StateLanguage, quantile_edges
 from .core.model import GPTConfig, init_params
 from .core.surprise import DAY, AnomalyLikelihood, log_softmax
 from .core.train import Adam, train
+from .ground import is_finite_number
 
 HOUR_BUCKETS = 8
 
@@ -85,7 +87,11 @@ class StreamDetector:
 
     def update(self, when, value):
         """The anomaly score of the row (`when` in seconds, `value`), given every row before it.
-        `when` is the series' own clock: its hour of day is when % 86400 / 3600."""
+        `when` is the series' own clock: its hour of day is when % 86400 / 3600. A value beyond
+        ±VALUE_LIMIT (as a reading of an atom) is a ValueError: beyond it, the learned buckets
+        and the change from one row to the next would be infinite."""
+        if not (is_finite_number(when) and is_finite_number(value) and abs(value) <= VALUE_LIMIT):
+            raise ValueError(f"a row needs a finite time and a value within ±{VALUE_LIMIT:g}, got {when!r}, {value!r}")
         change = value - self.rows[-1][1] if self.rows else 0.0
         self.rows.append((when % DAY / 3600, value, change))
         n = len(self.rows)

@@ -340,11 +340,14 @@ class Files(TempCase):
         self.assertEqual(nab_io.read_series(path), (["2020-01-01 00:00:00", "2020-01-01 00:05:00"], [1.5, -2.0]))
 
     def test_bad_values_name_file_and_line(self):
-        for bad in ("", "abc", "NaN", "nan", "inf", "-Infinity"):
+        for bad in ("", "abc", "NaN", "nan", "inf", "-Infinity", "1e308", "-1.000001e15"):
             path = self.write(f"timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,{bad}\n")
             with self.assertRaises(KiriError) as cm:
                 nab_io.read_series(path)
             self.assertIn("bad.csv:3", str(cm.exception), bad)
+        # ±1e15 is the limit of every reading KIRI reads, and the limit itself is a value.
+        path = self.write("timestamp,value\n2020-01-01 00:00:00,1e15\n2020-01-01 00:05:00,-1e15\n")
+        self.assertEqual(nab_io.read_series(path)[1], [1e15, -1e15])
         for row in ("2020-01-01 00:05:00,1,2", "2020-01-01 00:05:00", "yesterday,1", "2020-13-01 00:00:00,1"):
             path = self.write(f"timestamp,value\n2020-01-01 00:00:00,1\n{row}\n")
             with self.assertRaises(KiriError) as cm:

@@ -277,6 +277,18 @@ class Detector(unittest.TestCase):
         # every 18 rows for the 1,275 rows after it: one Adam, its moments carried over.
         self.assertEqual(self.detector.adam.t, 600 + 200 + 10 * (1275 // 18))
 
+    def test_a_row_beyond_what_it_can_read_is_refused_and_not_kept(self):
+        # 1e308 and -1e308 are finite, but their difference is not, and neither would be
+        # learned edges reaching 10 % beyond them: the limit is an atom reading's, ±1e15.
+        detector = StreamDetector(probation=40)
+        detector.update(0, 1.0)
+        for when, value in ((300, 1e308), (300, -1e16), (300, float("nan")), (float("inf"), 1.0), (None, 1.0)):
+            with self.assertRaisesRegex(ValueError, "within ±1e\\+15"):
+                detector.update(when, value)
+        self.assertEqual(detector.rows, [(0.0, 1.0, 0.0)])
+        detector.update(300, -1e15)
+        self.assertEqual(detector.rows[-1], (300 / 3600, -1e15, -1e15 - 1.0))
+
     def test_deterministic(self):
         # The same seed, the same scores — on a small detector: determinism is the seed's,
         # not the size's, and a second full run would double this class's time.
@@ -325,11 +337,14 @@ class BenchCommand(CommandLineAssertions, unittest.TestCase):
         self.assertEqual(seconds_of("2014-02-14 14:30:00.000000") % 86400 / 3600, 14.5)
 
     def test_bad_value_names_the_file_and_line(self):
-        rows = [(f"2020-01-01 00:{i:02d}:00", "1.0") for i in range(50)]
-        rows[7] = ("2020-01-01 00:07:00", "oops")
-        self.write("bad.csv", rows)
-        proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "results", home=self.root)
-        self.assertUserError(proc, "bad.csv:9")
+        # 1e308 is a finite float, but beyond ±1e15, the limit of every reading KIRI reads.
+        for bad, error in (("oops", "bad.csv:9"), ("1e308", "bad.csv:9: value '1e308' is beyond ±1e+15")):
+            rows = [(f"2020-01-01 00:{i:02d}:00", "1.0") for i in range(50)]
+            rows[7] = ("2020-01-01 00:07:00", bad)
+            self.write("bad.csv", rows)
+            proc = run_kiri("bench", "nab", "--data", self.root, "--out", self.root / "results", home=self.root)
+            self.assertUserError(proc, error)
+            self.assertFalse((self.root / "results" / "kiri" / "mine" / "kiri_bad.csv").exists(), bad)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 
+from ..atoms.fit import VALUE_LIMIT
 from ..errors import KiriError
 from ..ground import atomic_write
 
@@ -81,8 +82,9 @@ def _timestamp(path, line, text):
 def read_series(path):
     """A NAB data file → (timestamps as written, values as floats).
 
-    Every row must be `timestamp,value` with a valid timestamp and a finite number; anything
-    else (empty, text, NaN, inf, a missing or extra field) raises KiriError naming file and line.
+    Every row must be `timestamp,value` with a valid timestamp and a finite number no larger
+    than VALUE_LIMIT either way (the limit of every reading KIRI reads); anything else (empty,
+    text, NaN, inf, 1e308, a missing or extra field) raises KiriError naming file and line.
     """
     rows = _rows(path)
     header = next(rows, None)
@@ -96,7 +98,11 @@ def read_series(path):
         if len(fields) != 2:
             raise KiriError(f"{path}:{line}: expected 2 fields (timestamp,value), got {len(fields)}")
         timestamps.append(_timestamp(path, line, fields[0]))
-        values.append(_number(path, line, "value", fields[1]))
+        value = _number(path, line, "value", fields[1])
+        if abs(value) > VALUE_LIMIT:
+            raise KiriError(f"{path}:{line}: value {fields[1].strip()!r} is beyond ±{VALUE_LIMIT:g}, "
+                            "more than any measurement (a unit mistake?)")
+        values.append(value)
     if not values:
         raise KiriError(f"{path}: no data rows")
     return timestamps, values
