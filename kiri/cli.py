@@ -374,8 +374,8 @@ def build_parser():
                    help='only data files whose <category>/<file>.csv matches, e.g. "realAWSCloudwatch/*.csv"')
     p.set_defaults(run=run_bench_nab_score)
     p = bench_kinds.add_parser("fuzz", help="seeded hostile inputs into every edge: refusals, tracebacks, hangs, memory")
-    p.add_argument("--cases", type=fuzz_cases, default=2100,
-                   help="cases in all, shared evenly by the edges run, 1..10000000 (default 2100)")
+    p.add_argument("--cases", type=fuzz_cases, default=2400,
+                   help="cases in all, shared evenly by the edges run, 1..10000000 (default 2400)")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of the generators (default 1)")
     p.add_argument("--edge", action="append", choices=FUZZ_EDGES,
                    help="only this edge (repeat for more; default: every edge)")

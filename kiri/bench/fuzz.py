@@ -1,6 +1,6 @@
 """`kiri bench fuzz`: seeded hostile inputs at every edge where the outside reaches KIRI, and what each did.
 
-    python -m kiri bench fuzz --cases 2100 --seed 1 [--edge obs] [--timeout 10]
+    python -m kiri bench fuzz --cases 2400 --seed 1 [--edge obs] [--timeout 10]
 
 An edge is where someone else's text or bytes enter (kiri/bench/fuzz_edges.py): `--obs`
 readings, `kiri import` lines, config files, weights files, Telegram's answers and
@@ -422,7 +422,7 @@ def in_worker(worker, call):
         raise RuntimeError(f"{call.__qualname__} failed:\n{box['trace']}")
 
 
-def run(cases=2100, seed=1, edges=None, timeout=10.0, report=print, details=False, workdir=None):
+def run(cases=2400, seed=1, edges=None, timeout=10.0, report=print, details=False, workdir=None):
     """Fuzz every edge (or those named in `edges`) with `cases` cases in all; report one line
     per edge, the tracebacks found, and `tracebacks N hangs N` last. Returns the EdgeResults."""
     from .fuzz_edges import EDGES, Fixture

@@ -12,6 +12,8 @@
                address and credentials: the MikroTik Pulse source
     flags      every command's flags: kiri.cli.main(argv) in this process, a sample of
                them as `python -m kiri …` too, whose exit and stderr must be the same
+    nab        a NAB data file: nab_io.read_series, then what it let in through the
+               streaming detector (`bench nab`'s, its training cut short)
 
 An edge makes one case from its generator (`case(rng, i)` → (the input shown, the call))
 and judges what the call returned; fuzz.classify runs it. Nothing here reaches beyond
@@ -1106,5 +1108,70 @@ def in_process(argv):
             return e.code
 
 
-EDGES = [ObsEdge, ImportEdge, ConfigEdge, WeightsEdge, TelegramEdge, MikrotikEdge, FlagsEdge]
+# --- nab ------------------------------------------------------------------------------
+
+EXTREME_VALUES = ("1e15", "-1e15", "1.0000001e15", "9e15", "1e308", "-1.7976931348623157e308", "1e-300", "5e-324",
+                  "-0", "0")
+ODD_TIMESTAMPS = ("0001-01-01 00:00:00", "9999-12-31 23:59:59", "2020-02-29 12:00:00", "2021-02-29 12:00:00",
+                  "2020-01-01T00:00:00", "2020-01-01 00:00:00+02:00", "2020-01-01 24:00:00", "2020-01-01",
+                  "2020-01-01 00:00:00.123456", "1970-01-01 00:00:00")
+
+
+def nab_file(rng):
+    """A NAB data file's bytes: a daily wave with noise, every 5 minutes (or with gaps, repeats,
+    backwards), then now and then a value or a timestamp made hostile, rows repeated or
+    dropped, the header changed, or the whole text mutated as bytes."""
+    start, step = rng.choice((1577836800, 0, 1e9)), rng.choice((300, 300, 3600, 60, 0, -300))
+    rows = []
+    for i in range(rng.randint(0, 70)):
+        when = start + i * step + (rng.choice((86400 * 3, -600)) if rng.random() < 0.05 else 0)
+        rows.append([time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(max(0, when))),
+                     "%g" % (50 + 10 * math.sin(i / 40) + rng.gauss(0, 2))])
+    for _ in range(rng.choice((0, 0, 1, 3, 30))):
+        if rows:
+            row = rng.choice(rows)
+            roll = rng.random()
+            if roll < 0.5:
+                row[1] = rng.choice(EXTREME_VALUES) if rng.random() < 0.5 else hostile_number(rng)
+            elif roll < 0.75:
+                row[0] = rng.choice(ODD_TIMESTAMPS) if rng.random() < 0.6 else hostile_text(rng)
+            elif roll < 0.9:
+                rows.insert(rng.randrange(len(rows)), list(row))
+            else:
+                row.append(hostile_text(rng))
+    header = "timestamp,value" if rng.random() < 0.95 else rng.choice(("value,timestamp", "Timestamp, Value", "", "timestamp"))
+    text = "\n".join([header] + [",".join(row) for row in rows]) + rng.choice(("\n", "", "\r\n", "\n\n"))
+    data = text.encode("utf-8", "surrogatepass")
+    return mutate_bytes(rng, data) if rng.random() < 0.15 else data
+
+
+class NabEdge(Edge):
+    """A NAB data file → nab_io.read_series; what it let in goes row by row through the
+    streaming detector `bench nab` runs (the same code, its training cut short so that a case
+    takes a tenth of a second: a probation of 20 rows, 3 steps, 1 every 10 rows), whose every
+    score must be a number in [0, 1]."""
+    name = "nab"
+
+    def case(self, rng, i):
+        from ..stream import StreamDetector
+        from . import nab, nab_io
+        data = nab_file(rng)
+
+        def call():
+            path = self.workdir / f"f{i}.csv"
+            path.write_bytes(data)
+            try:
+                timestamps, values = nab_io.read_series(path)
+            finally:
+                path.unlink()
+            detector = StreamDetector(probation=20, train_steps=3, online_every=10, online_steps=1, seed=i)
+            for stamp, value in zip(timestamps, values):
+                score = detector.update(nab.seconds_of(stamp), value)
+                if not (isinstance(score, float) and 0.0 <= score <= 1.0):
+                    raise Defect(f"score {score!r} for the row {stamp},{value!r} is not a number in [0, 1]")
+            return "accepted"
+        return f"nab file {data[:2000]!r}", call
+
+
+EDGES = [ObsEdge, ImportEdge, ConfigEdge, WeightsEdge, TelegramEdge, MikrotikEdge, FlagsEdge, NabEdge]
 assert tuple(e.name for e in EDGES) == EDGE_NAMES
