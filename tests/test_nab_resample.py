@@ -114,10 +114,12 @@ class NabResample(CommandLineAssertions, unittest.TestCase):
         self.assertEqual(proc.stdout, "")
         self.assertEqual(self.written(), [])
 
-    def test_values_whose_sum_overflows_are_refused(self):
+    def test_a_value_beyond_any_measurement_is_refused(self):
+        # 1.5e308 is finite, but two of them sum past the float limit: ±1e15 is the limit of
+        # every reading KIRI reads, so that no block's sum can overflow.
         self.write("zebras/huge.csv", [(stamp(5 * i), "1.5e308") for i in range(4)])
         proc = self.resample("--every", 2)
-        self.assertUserError(proc, "huge.csv: rows 2..3: their sum overflows", code=1)
+        self.assertUserError(proc, "huge.csv:2: value '1.5e308' is beyond ±1e+15", code=1)
         self.assertEqual(self.written(), [])
 
     def test_a_file_shorter_than_one_block_is_refused(self):
