@@ -1118,9 +1118,10 @@ ODD_TIMESTAMPS = ("0001-01-01 00:00:00", "9999-12-31 23:59:59", "2020-02-29 12:0
 
 
 def nab_file(rng):
-    """A NAB data file's bytes: a daily wave with noise, every 5 minutes (or with gaps, repeats,
-    backwards), then now and then a value or a timestamp made hostile, rows repeated or
-    dropped, the header changed, or the whole text mutated as bytes."""
+    """A NAB data file's bytes: a wave with noise, every 5 minutes (or every minute or hour,
+    with gaps, the same time again, going backwards), then now and then a value or a
+    timestamp made hostile, a row repeated or given a third field, the header changed, or
+    the whole text mutated as bytes."""
     start, step = rng.choice((1577836800, 0, 1e9)), rng.choice((300, 300, 3600, 60, 0, -300))
     rows = []
     for i in range(rng.randint(0, 70)):
@@ -1139,7 +1140,8 @@ def nab_file(rng):
                 rows.insert(rng.randrange(len(rows)), list(row))
             else:
                 row.append(hostile_text(rng))
-    header = "timestamp,value" if rng.random() < 0.95 else rng.choice(("value,timestamp", "Timestamp, Value", "", "timestamp"))
+    header = "timestamp,value" if rng.random() < 0.95 else \
+        rng.choice(("value,timestamp", "Timestamp, Value", "", "timestamp"))
     text = "\n".join([header] + [",".join(row) for row in rows]) + rng.choice(("\n", "", "\r\n", "\n\n"))
     data = text.encode("utf-8", "surrogatepass")
     return mutate_bytes(rng, data) if rng.random() < 0.15 else data
@@ -1148,8 +1150,8 @@ def nab_file(rng):
 class NabEdge(Edge):
     """A NAB data file → nab_io.read_series; what it let in goes row by row through the
     streaming detector `bench nab` runs (the same code, its training cut short so that a case
-    takes a tenth of a second: a probation of 20 rows, 3 steps, 1 every 10 rows), whose every
-    score must be a number in [0, 1]."""
+    takes hundredths of a second: a probation of 20 rows, 3 steps, then 1 every 10 rows),
+    whose every score must be a number in [0, 1]."""
     name = "nab"
 
     def case(self, rng, i):
