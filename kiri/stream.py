@@ -25,24 +25,24 @@ uses only what it has seen so far:
    and against the same hours on the two weeks before (once both are there, the lower of
    the two; the higher of the day's and the week's baseline counts): a Monday morning
    after a quiet weekend is the week's rhythm. The likelihood says nothing until its
-   history holds a third of the probation's worth of surprise: the held-out warm-up is about that much,
-   so the first `short` or so rows after probation are silent, while the recent mean
-   still holds warm-up values (with a history of 30 values, the first tenth of the
-   scored rows held a sixth of all false detections on NAB's files);
+   history holds a third of the probation's worth of surprise: the held-out warm-up is
+   about that much, so the first `short` or so rows after probation are silent, while
+   the recent mean still holds warm-up values (with a history of 30 values, the first
+   tenth of the scored rows held a sixth of all false detections on NAB's files);
 4. it keeps learning: every `online_every` rows — by default a twelfth of the probation,
-   50 rows in a 4,000-row file, 12 in a 1,000-row one, so that a short series is
-   learned as often per share of it as a long one — a few training steps on recent windows,
-   with the Adam that trained it in probation: its moments carry over, so a burst's steps
-   are sized by the gradients the model has been seeing. (A fresh Adam's first steps move
+   50 rows in a 4,000-row file, 12 in a 1,000-row one, so that a short series is learned
+   as often per share of it as a long one — a few training steps on recent windows, with
+   the Adam that trained it in probation: its moments carry over, so a burst's steps are
+   sized by the gradients the model has been seeing. (A fresh Adam's first steps move
    every parameter by about the learning rate, however small its gradient: burst after
    burst that was noise: on NAB's noiseless daily wave at half its rate, a day's mean
-   surprise crept up from 0.07 to 0.27 in two weeks, with a false detection on most
-   days; with the moments carried over it stays between 0.10 and 0.13);
-5. after a detection (score ≥ `detect`, i.e. the recent surprise is about two thirds of
-   a standard deviation above its usual level) the next `quiet` rows report just under `detect`,
-   so one incident is one alert; by default `quiet` is a sixth of the probation, so it
-   scales with the series as the probation does (a fixed 100 rows was most of an
-   incident in a short file and little of one in a long file).
+   surprise crept up from 0.07 to 0.27 in two weeks, with a false detection on most days;
+   with the moments carried over it stays between 0.10 and 0.13);
+5. after a detection (score ≥ `detect`, i.e. the recent surprise is about two thirds of a
+   standard deviation above its usual level) the next `quiet` rows report just under
+   `detect`, so one incident is one alert; by default `quiet` is a sixth of the
+   probation, so it scales with the series as the probation does (a fixed 100 rows was
+   most of an incident in a short file and little of one in a long file).
 
 The window's tenth, the training's twelfth, the quiet period's sixth, the warm-up's third
 and detect 0.06 were chosen on the 28-file NAB development subset and on the same files
