@@ -172,7 +172,7 @@ class FastEngine:
             x = add(linear(p[pre + "attn_wo"], c["att"]), x[rows:])
             c["x2"] = x
             c["xn2"], c["s2"] = rmsnorm(x)
-            c["h"] = [[max(0.0, v) for v in row] for row in linear(p[pre + "mlp_fc1"], c["xn2"])]
+            c["h"] = [[v if v > 0.0 else 0.0 for v in row] for row in linear(p[pre + "mlp_fc1"], c["xn2"])]
             x = add(linear(p[pre + "mlp_fc2"], c["h"]), x)
             layers.append(c)
         logits = linear(p["lm_head"], x)
