@@ -106,6 +106,11 @@ def resample_every(text):
     return _number(text, int, lambda v: 2 <= v <= 100, "an integer from 2 to 100")
 
 
+def resample_up(text):
+    """`bench nab-resample --up`: 1 would be a copy, and beyond 100 a 4,000-row file is 400,000 rows."""
+    return _number(text, int, lambda v: 2 <= v <= 100, "an integer from 2 to 100")
+
+
 def _number(text, kind, ok, wanted):
     try:
         value = kind(text)
@@ -354,11 +359,15 @@ def build_parser():
     p.add_argument("--windows", metavar="FILE", help="windows file, used only to fill the label column "
                    "(default: DIR/dev_windows.json or DIR/labels/combined_windows.json if present)")
     p.set_defaults(run=run_bench_nab)
-    p = bench_kinds.add_parser("nab-resample", help="a copy of a NAB corpus at a lower rate: each N rows become one, "
-                               "their mean")
+    p = bench_kinds.add_parser("nab-resample", help="a copy of a NAB corpus at another rate: each N rows become one, "
+                               "their mean (--every), or each row N, interpolated (--up)")
     p.add_argument("--data", required=True, metavar="DIR", help="NAB root: CSVs under DIR/data/<category>/")
-    p.add_argument("--every", required=True, type=resample_every, metavar="N",
-                   help="rows per written row, 2..100: the first timestamp and the mean value")
+    rate = p.add_mutually_exclusive_group(required=True)
+    rate.add_argument("--every", type=resample_every, metavar="N",
+                      help="1/N of the rate, 2..100: each N rows become one, the first timestamp and the mean value")
+    rate.add_argument("--up", type=resample_up, metavar="N",
+                      help="N times the rate, 2..100: N - 1 rows between each two, on the line between them in time "
+                      "and value")
     p.add_argument("--out", required=True, metavar="OUT", help="the new corpus's root (OUT/data/<category>/…), "
                    "with the windows files copied")
     p.add_argument("--files", metavar="GLOB", help='only these, e.g. "realAWSCloudwatch/*.csv"')
@@ -826,7 +835,7 @@ def run_bench_nab(args):
 def run_bench_nab_resample(args):
     from .bench import nab_resample
     settings_for(args).output_path(args.out, "--out", folder=True)
-    nab_resample.resample(args.data, args.out, args.every, pattern=args.files, report=print_flush)
+    nab_resample.resample(args.data, args.out, every=args.every, up=args.up, pattern=args.files, report=print_flush)
 
 
 def run_bench_nab_score(args):

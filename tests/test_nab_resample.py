@@ -1,8 +1,10 @@
-"""`kiri bench nab-resample`: a NAB corpus written again at 1/N of its rate, through the real command line."""
+"""`kiri bench nab-resample`: a NAB corpus written again at 1/N or N times its rate, through the real command line."""
 
+import itertools
 import json
 import tempfile
 import unittest
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from kiri.bench import nab_io
@@ -12,6 +14,11 @@ from tests.helpers import CommandLineAssertions, run_kiri
 def stamp(minutes):
     """Minutes after 2020-01-01 00:00 as a NAB timestamp."""
     return f"2020-01-{1 + minutes // 1440:02d} {minutes % 1440 // 60:02d}:{minutes % 60:02d}:00"
+
+
+def second_stamp(seconds):
+    """Seconds after 2020-01-01 00:00 as a NAB timestamp."""
+    return (datetime(2020, 1, 1) + timedelta(seconds=seconds)).isoformat(sep=" ")
 
 
 class NabResample(CommandLineAssertions, unittest.TestCase):
@@ -40,12 +47,15 @@ class NabResample(CommandLineAssertions, unittest.TestCase):
         return sorted(p.relative_to(self.out).as_posix() for p in self.out.rglob("*") if p.is_file()) \
             if self.out.exists() else []
 
-    def test_each_block_of_n_rows_becomes_its_first_timestamp_and_its_mean(self):
-        proc = self.resample("--every", 2)
+    def assertReported(self, proc, files, total):
+        """Exit 0, a line for each file (`files`), then one line of totals holding `total`."""
         self.assertEqual(proc.returncode, 0, proc.stderr)
-        self.assertEqual(proc.stdout.splitlines()[:2], ["cats/a.csv: 41 rows -> 20", "dogs/b.csv: 30 rows -> 15"])
-        self.assertIn("2 files, 71 rows -> 35", proc.stdout.splitlines()[2])
-        self.assertEqual(len(proc.stdout.splitlines()), 3)
+        self.assertEqual(proc.stdout.splitlines()[:-1], files)
+        self.assertIn(total, proc.stdout.splitlines()[-1])
+
+    def test_each_block_of_n_rows_becomes_its_first_timestamp_and_its_mean(self):
+        self.assertReported(self.resample("--every", 2), ["cats/a.csv: 41 rows -> 20", "dogs/b.csv: 30 rows -> 15"],
+                            "2 files, 71 rows -> 35 (means of 2)")
 
         timestamps, values = nab_io.read_series(self.out / "data" / "cats" / "a.csv")
         self.assertEqual(timestamps, [stamp(10 * k) for k in range(20)])
@@ -59,9 +69,37 @@ class NabResample(CommandLineAssertions, unittest.TestCase):
         self.assertEqual([(c, p.name) for c, p in nab_io.data_files(self.out)], [("cats", "a.csv"), ("dogs", "b.csv")])
         self.assertEqual(list(nab_io.read_windows(self.out / "dev_windows.json")), ["cats/a.csv", "dogs/b.csv"])
 
+    def test_up_n_puts_n_minus_1_rows_on_the_line_between_each_two(self):
+        self.assertReported(self.resample("--up", 4), ["cats/a.csv: 41 rows -> 161", "dogs/b.csv: 30 rows -> 117"],
+                            "2 files, 71 rows -> 278 (4 times the rate, interpolated)")
+
+        # Steps of 0.5 and -1 over 4, and 5 minutes over 4 (75 s): every row is exact, the last one included.
+        timestamps, values = nab_io.read_series(self.out / "data" / "cats" / "a.csv")
+        self.assertEqual(timestamps, [second_stamp(75 * j) for j in range(161)])
+        self.assertEqual(values, [j / 8 for j in range(161)])
+        lines = (self.out / "data" / "dogs" / "b.csv").read_text().splitlines()
+        self.assertEqual(lines[:4], ["timestamp,value", f"{stamp(0)},100.25", "2020-01-01 00:01:15,100.0",
+                                     "2020-01-01 00:02:30,99.75"])
+        self.assertEqual(lines[-2:], ["2020-01-01 02:23:45,71.5", f"{stamp(145)},71.25"])
+        self.assertEqual(len(lines), 118)
+        self.assertEqual((self.out / "dev_windows.json").read_bytes(), (self.corpus / "dev_windows.json").read_bytes())
+
+    def test_an_interpolated_time_between_seconds_is_written_as_the_second_below(self):
+        self.write("cats/fine.csv", [(second_stamp(0), "0"), (second_stamp(10), "3"), (second_stamp(20), "9")])
+        self.assertEqual(self.resample("--up", 3, "--files", "cats/fine.csv").returncode, 0)
+        timestamps, values = nab_io.read_series(self.out / "data" / "cats" / "fine.csv")
+        self.assertEqual(timestamps, [second_stamp(s) for s in (0, 3, 6, 10, 13, 16, 20)])   # 3.33 s, 6.67 s…
+        self.assertEqual(values, [0, 1, 2, 3, 5, 7, 9])
+
     def test_bench_nab_score_reads_the_new_corpus(self):
-        self.assertEqual(self.resample("--every", 2).returncode, 0)
-        results = self.root / "results"
+        for flags in (("--every", 2), ("--up", 4)):
+            with self.subTest(flags=flags):
+                self.out = self.root / f"out{flags[0]}"
+                self.assert_nab_score_reads_the_new_corpus(flags)
+
+    def assert_nab_score_reads_the_new_corpus(self, flags):
+        self.assertEqual(self.resample(*flags).returncode, 0)
+        results = self.root / f"results{flags[0]}"
         windows = nab_io.read_windows(self.out / "dev_windows.json")
         for category, path in nab_io.data_files(self.out):
             timestamps, values = nab_io.read_series(path)
@@ -87,13 +125,18 @@ class NabResample(CommandLineAssertions, unittest.TestCase):
         self.assertEqual(self.resample("--every", 4).returncode, 0)
         self.assertEqual(self.written(), ["data/cats/a.csv", "data/dogs/b.csv", "labels/combined_windows.json"])
 
-    def test_every_is_an_integer_from_2_to_100(self):
-        for every in ("1", "101", "abc", "2.5", ""):
-            with self.subTest(every=every):
-                self.assertUserError(self.resample("--every", every), "--every: expected an integer from 2 to 100",
-                                     code=2)
+    def test_every_and_up_are_integers_from_2_to_100(self):
+        for flag, n in itertools.product(("--every", "--up"), ("1", "101", "abc", "2.5", "")):
+            with self.subTest(flag=flag, n=n):
+                self.assertUserError(self.resample(flag, n), f"{flag}: expected an integer from 2 to 100", code=2)
                 self.assertEqual(self.written(), [])
         self.assertEqual(self.resample("--every", 100).returncode, 1, "taken, then no file has 100 rows")
+        self.assertEqual(self.written(), [])
+        self.assertEqual(self.resample("--up", 100).stdout.splitlines()[0], "cats/a.csv: 41 rows -> 4001")
+
+    def test_exactly_one_of_every_and_up(self):
+        self.assertUserError(self.resample("--every", 2, "--up", 2), "not allowed with argument", code=2)
+        self.assertUserError(self.resample(), "one of the arguments --every --up is required", code=2)
         self.assertEqual(self.written(), [])
 
     def test_the_corpus_itself_is_refused_as_out(self):
@@ -126,6 +169,27 @@ class NabResample(CommandLineAssertions, unittest.TestCase):
         self.write("cats/short.csv", [(stamp(0), "1.0"), (stamp(5), "2.0")])
         self.assertUserError(self.resample("--every", 3), "short.csv: 2 rows, fewer than one block of 3", code=1)
         self.assertEqual(self.written(), [])
+
+    def test_a_single_row_cannot_be_interpolated(self):
+        self.write("cats/one.csv", [(stamp(0), "1.0")])   # read after cats/a.csv, which is not written either
+        self.assertUserError(self.resample("--up", 2), "one.csv: 1 row, fewer than the 2 that interpolation needs",
+                             code=1)
+        self.assertEqual(self.written(), [])
+
+    def test_time_that_does_not_go_forward_is_refused_at_its_line(self):
+        rows = "".join(f"{stamp(5 * i)},1.0\n" for i in range(5))
+        for name, text, line in (("same.csv", rows + f"{stamp(20)},2.0\n", 7),
+                                 ("back.csv", rows + f"\n{stamp(10)},2.0\n", 8)):   # a blank line counts
+            with self.subTest(name=name):
+                path = self.corpus / "data" / "zebras" / name
+                path.parent.mkdir(exist_ok=True)
+                path.write_text("timestamp,value\n" + text)
+                proc = self.resample("--up", 2)
+                self.assertUserError(proc, f"{name}:{line}: timestamp '", code=1)
+                self.assertIn("is not after the row before it", proc.stderr)
+                self.assertEqual(proc.stdout, "")
+                self.assertEqual(self.written(), [])
+                path.unlink()
 
 
 if __name__ == "__main__":
