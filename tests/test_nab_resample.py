@@ -176,20 +176,14 @@ class NabResample(CommandLineAssertions, unittest.TestCase):
                              code=1)
         self.assertEqual(self.written(), [])
 
-    def test_time_that_does_not_go_forward_is_refused_at_its_line(self):
-        rows = "".join(f"{stamp(5 * i)},1.0\n" for i in range(5))
-        for name, text, line in (("same.csv", rows + f"{stamp(20)},2.0\n", 7),
-                                 ("back.csv", rows + f"\n{stamp(10)},2.0\n", 8)):   # a blank line counts
-            with self.subTest(name=name):
-                path = self.corpus / "data" / "zebras" / name
-                path.parent.mkdir(exist_ok=True)
-                path.write_text("timestamp,value\n" + text)
-                proc = self.resample("--up", 2)
-                self.assertUserError(proc, f"{name}:{line}: timestamp '", code=1)
-                self.assertIn("is not after the row before it", proc.stderr)
-                self.assertEqual(proc.stdout, "")
-                self.assertEqual(self.written(), [])
-                path.unlink()
+    def test_a_repeated_timestamp_is_joined_as_the_file_has_it(self):
+        # As in NAB's own files, where a clock that went forward left a run of 03:00:00 rows.
+        self.write("cats/a.csv", [(stamp(0), "0.0"), (stamp(0), "3.0"), (stamp(5), "6.0")])
+        self.resample("--up", 3, "--files", "cats/a.csv")
+        rows = (self.out / "data" / "cats" / "a.csv").read_text().splitlines()[1:]
+        self.assertEqual(rows, [f"{stamp(0)},0.0", f"{stamp(0)},1.0", f"{stamp(0)},2.0",
+                                f"{stamp(0)},3.0", "2020-01-01 00:01:40,4.0", "2020-01-01 00:03:20,5.0",
+                                f"{stamp(5)},6.0"])
 
 
 if __name__ == "__main__":

@@ -86,13 +86,6 @@ def read_series(path):
     than VALUE_LIMIT either way (the limit of every reading KIRI reads); anything else (empty,
     text, NaN, inf, 1e308, a missing or extra field) raises KiriError naming file and line.
     """
-    _, timestamps, values = read_numbered_series(path)
-    return timestamps, values
-
-
-def read_numbered_series(path):
-    """read_series, with each row's 1-based line in the file (the header is line 1; blank lines
-    are skipped but counted): (line numbers, timestamps as written, values as floats)."""
     rows = _rows(path)
     header = next(rows, None)
     if header is None:
@@ -100,9 +93,8 @@ def read_numbered_series(path):
     line, fields = header
     if tuple(f.strip().lower() for f in fields) != DATA_HEADER:
         raise KiriError(f"{path}:{line}: expected the header `timestamp,value`, got {','.join(fields)!r}")
-    lines, timestamps, values = [], [], []
+    timestamps, values = [], []
     for line, fields in rows:
-        lines.append(line)
         if len(fields) != 2:
             raise KiriError(f"{path}:{line}: expected 2 fields (timestamp,value), got {len(fields)}")
         timestamps.append(_timestamp(path, line, fields[0]))
@@ -113,7 +105,7 @@ def read_numbered_series(path):
         values.append(value)
     if not values:
         raise KiriError(f"{path}: no data rows")
-    return lines, timestamps, values
+    return timestamps, values
 
 
 def data_files(data_dir, pattern=None):
