@@ -12,7 +12,12 @@ uses only what it has seen so far:
    is warmed up on surprise the model has not trained on, as every later row will be;
 2. each row is `H V D`: hour of day (from the row's time, on the series' own clock),
    value bucket, change bucket; a window is the last `window` rows (15 tokens), so a
-   jump, a flat line or a missing daily peak is surprising, not only a rare value;
+   jump, a flat line or a missing daily peak is surprising, not only a rare value. Rows
+   closer than `min_step` (5 minutes, the finest rate the defaults were chosen at) are
+   read `stride` rows apart, the stride from the probation's median step: a window of
+   1-minute rows is then every fifth row of the last 21, and a change is over 5 rows.
+   Five rows one after another would be 5 minutes, and a missing daily peak, a change
+   over hours, would read as the continuation of the rows before it;
 3. the raw score of a row is the mean surprise of its V and D tokens given the window
    before them; AnomalyLikelihood turns it into "how unusual is the recent surprise for
    this series" in [0, 1], over the last `short` rows — by default a tenth of the
@@ -66,9 +71,11 @@ HOUR_BUCKETS = 8
 class StreamDetector:
     def __init__(self, probation, window=5, value_buckets=10, change_buckets=6, train_steps=600,
                  online_every=None, online_steps=10, online_lr=0.003, recent=1000, detect=0.06, quiet=None,
-                 short=None, beyond=4, seed=0, engine="fast"):
+                 short=None, beyond=4, min_step=300, seed=0, engine="fast"):
         if probation < window + 10:
             raise ValueError(f"probation of {probation} rows is too short")
+        if not (is_finite_number(min_step) and min_step > 0):
+            raise ValueError(f"min_step must be a positive number of seconds, got {min_step!r}")
         self.probation, self.window = probation, window
         self.value_buckets, self.change_buckets, self.beyond = value_buckets, change_buckets, beyond
         self.train_steps, self.online_steps = train_steps, online_steps
@@ -77,6 +84,9 @@ class StreamDetector:
         self.quiet = max(1, probation // 6) if quiet is None else quiet
         self.rng = random.Random(seed)
         self.engine_name = engine
+        self.min_step = min_step
+        self.stride = 1               # a window reads every stride-th row; set at the end of probation
+        self.times = []               # the probation's timestamps, for its median step
         self.rows = []                # (hour, value, change) of every row seen
         self.ids = []                 # the tokens of each row once the language exists
         short = max(1, probation // 10) if short is None else short
@@ -92,9 +102,11 @@ class StreamDetector:
         and the change from one row to the next would be infinite."""
         if not (is_finite_number(when) and is_finite_number(value) and abs(value) <= VALUE_LIMIT):
             raise ValueError(f"a row needs a finite time and a value within ±{VALUE_LIMIT:g}, got {when!r}, {value!r}")
-        change = value - self.rows[-1][1] if self.rows else 0.0
+        change = value - self.rows[-self.stride][1] if len(self.rows) >= self.stride else 0.0
         self.rows.append((when % DAY / 3600, value, change))
         n = len(self.rows)
+        if n <= self.probation:
+            self.times.append(when)
         if n < self.probation:
             return 0.0
         if n == self.probation:
@@ -110,8 +122,11 @@ class StreamDetector:
     # --- the language and the model ---------------------------------------------------
 
     def _learn_probation(self):
+        self.stride = self._stride()
         values = [v for _, v, _ in self.rows]
-        changes = [c for _, _, c in self.rows[1:]]
+        self.rows = [(hour, value, value - values[i - self.stride] if i >= self.stride else 0.0)
+                     for i, (hour, value, _) in enumerate(self.rows)]
+        changes = [c for _, _, c in self.rows[self.stride:]]
         self.language = StateLanguage("stream", {
             "H": (0, 24, HOUR_BUCKETS),
             "V": {"edges": quantile_edges(values, self.value_buckets), "beyond": self.beyond},
@@ -127,15 +142,28 @@ class StreamDetector:
         # that do not touch them, reads them, and then trains on the rest. Blocks spread
         # over the whole probation (not its last third) so that the held-out rows are
         # hours of the day the model has seen, as later rows will be.
-        block = 4 * self.window
+        block = 4 * self.window * self.stride
         held_out = [(i // block) % 3 == 2 for i in range(len(self.ids))]
-        ends = range(self.window - 1, len(self.ids))
-        touches = {i: any(held_out[i - self.window + 1:i + 1]) for i in ends}
+        ends = range(self._reach(), len(self.ids))
+        touches = {i: any(held_out[i - self._reach():i + 1:self.stride]) for i in ends}
         self._train([self._sequence(i) for i in ends if not touches[i]], self.train_steps, 0.01)
         for i in ends:
             if held_out[i]:
                 self.likelihood.update(self._raw_surprise(i))
         self._train([self._sequence(i) for i in ends if touches[i]], self.train_steps // 3, 0.005)
+
+    def _stride(self):
+        """Rows closer than `min_step` seconds are read `stride` apart, so that a window's five rows
+        span at least five such steps: on finer data, five rows are a few minutes, and a change
+        that takes hours reads as the continuation of the last one."""
+        steps = sorted(b - a for a, b in zip(self.times, self.times[1:]))
+        step = steps[len(steps) // 2]
+        wanted = max(1, round(self.min_step / step)) if step > 0 else 1
+        return min(wanted, (self.probation - 11) // (self.window - 1))   # a window and ten more in probation
+
+    def _reach(self):
+        """How many rows back the first row of a window is."""
+        return (self.window - 1) * self.stride
 
     def _row_ids(self, row):
         hour, value, change = row
@@ -144,12 +172,12 @@ class StreamDetector:
     def _sequence(self, end):
         """[BOS] + the tokens of the `window` rows ending at row `end` (inclusive)."""
         seq = [self.language.bos]
-        for ids in self.ids[end - self.window + 1:end + 1]:
+        for ids in self.ids[end - self._reach():end + 1:self.stride]:
             seq += ids
         return seq
 
     def _windows(self, start, stop):
-        return [self._sequence(i) for i in range(max(start, self.window - 1), stop)]
+        return [self._sequence(i) for i in range(max(start, self._reach()), stop)]
 
     def _train(self, sequences, steps, lr):
         if sequences:

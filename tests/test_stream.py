@@ -289,6 +289,40 @@ class Detector(unittest.TestCase):
         detector.update(300, -1e15)
         self.assertEqual(detector.rows[-1], (300 / 3600, -1e15, -1e15 - 1.0))
 
+    def test_rows_closer_than_five_minutes_are_read_apart(self):
+        # The stride comes from the probation's median step: 5-minute and hourly rows are
+        # read one after another, 100-second rows every third, 1-minute rows every fifth;
+        # a stride never makes a window longer than the probation can train on.
+        def stride(step, probation=60, **kw):
+            detector = StreamDetector(probation=probation, train_steps=3, **kw)
+            for i in range(probation):
+                detector.update(i * step, float(i % 7))
+            return detector.stride
+        self.assertEqual([stride(step) for step in (300, 3600, 100, 60)], [1, 1, 3, 5])
+        self.assertEqual(stride(1, probation=30), 4, "(30 - 11) // 4: a window and ten more")
+        self.assertEqual(stride(0), 1, "repeated timestamps: no step to go by")
+        self.assertEqual(stride(60, min_step=60), 1)
+
+    def test_a_window_reads_every_stride_th_row_and_its_change(self):
+        detector = StreamDetector(probation=60, train_steps=3, online_every=1000)
+        rows = [(i * 100, float(i * i % 11)) for i in range(80)]
+        for when, value in rows:
+            detector.update(when, value)
+        self.assertEqual(detector.stride, 3)
+        self.assertEqual([change for _, _, change in detector.rows[3:]],
+                         [rows[i][1] - rows[i - 3][1] for i in range(3, 80)])
+        self.assertEqual(detector.rows[:3], [(0.0, 0.0, 0.0), (100 / 3600, 1.0, 0.0), (200 / 3600, 4.0, 0.0)])
+        last = len(detector.ids) - 1
+        expected = [detector.language.bos]
+        for i in range(last - 12, last + 1, 3):
+            expected += detector.ids[i]
+        self.assertEqual(detector._sequence(last), expected)
+
+    def test_min_step_must_be_a_positive_number_of_seconds(self):
+        for bad in (0, -300, float("nan"), float("inf"), "300", None):
+            with self.assertRaisesRegex(ValueError, "min_step"):
+                StreamDetector(probation=60, min_step=bad)
+
     def test_deterministic(self):
         # The same seed, the same scores — on a small detector: determinism is the seed's,
         # not the size's, and a second full run would double this class's time.
