@@ -153,13 +153,13 @@ class StreamDetector:
         self._train([self._sequence(i) for i in ends if touches[i]], self.train_steps // 3, 0.005)
 
     def _stride(self):
-        """Rows closer than `min_step` seconds are read `stride` apart, so that a window's five rows
-        span at least five such steps: on finer data, five rows are a few minutes, and a change
-        that takes hours reads as the continuation of the last one."""
+        """Rows closer than `min_step` seconds are read `stride` apart, so that the rows a window
+        reads are about `min_step` apart: on finer data, five rows one after another are a few
+        minutes, and a change that takes hours reads as the continuation of the last one."""
         steps = sorted(b - a for a, b in zip(self.times, self.times[1:]))
         step = steps[len(steps) // 2]
         wanted = max(1, round(self.min_step / step)) if step > 0 else 1
-        return min(wanted, (self.probation - 11) // (self.window - 1))   # a window and ten more in probation
+        return min(wanted, (self.probation - 11) // max(1, self.window - 1))   # a window and ten more in probation
 
     def _reach(self):
         """How many rows back the first row of a window is."""

@@ -302,6 +302,7 @@ class Detector(unittest.TestCase):
         self.assertEqual(stride(1, probation=30), 4, "(30 - 11) // 4: a window and ten more")
         self.assertEqual(stride(0), 1, "repeated timestamps: no step to go by")
         self.assertEqual(stride(60, min_step=60), 1)
+        self.assertEqual(stride(60, window=1), 5, "a window of one row still reads its change over 5")
 
     def test_a_window_reads_every_stride_th_row_and_its_change(self):
         detector = StreamDetector(probation=60, train_steps=3, online_every=1000)
