@@ -101,13 +101,9 @@ def month_days(text):
     return _number(text, int, lambda v: 1 <= v <= 60, "a whole number of days from 1 to 60")
 
 
-def resample_every(text):
-    """`bench nab-resample --every`: 1 would be a copy, and beyond 100 a 4,000-row file is 40 rows."""
-    return _number(text, int, lambda v: 2 <= v <= 100, "an integer from 2 to 100")
-
-
-def resample_up(text):
-    """`bench nab-resample --up`: 1 would be a copy, and beyond 100 a 4,000-row file is 400,000 rows."""
+def resample_factor(text):
+    """`bench nab-resample --every` and `--up`: 1 would be a copy, and beyond 100 a 4,000-row file
+    is 40 rows, or 400,000."""
     return _number(text, int, lambda v: 2 <= v <= 100, "an integer from 2 to 100")
 
 
@@ -363,9 +359,9 @@ def build_parser():
                                "their mean (--every), or each row N, interpolated (--up)")
     p.add_argument("--data", required=True, metavar="DIR", help="NAB root: CSVs under DIR/data/<category>/")
     rate = p.add_mutually_exclusive_group(required=True)
-    rate.add_argument("--every", type=resample_every, metavar="N",
+    rate.add_argument("--every", type=resample_factor, metavar="N",
                       help="1/N of the rate, 2..100: each N rows become one, the first timestamp and the mean value")
-    rate.add_argument("--up", type=resample_up, metavar="N",
+    rate.add_argument("--up", type=resample_factor, metavar="N",
                       help="N times the rate, 2..100: N - 1 rows between each two, on the line between them in time "
                       "and value")
     p.add_argument("--out", required=True, metavar="OUT", help="the new corpus's root (OUT/data/<category>/…), "

@@ -87,7 +87,7 @@ class StreamDetector:
         self.min_step = min_step
         self.stride = 1               # a window reads every stride-th row; set at the end of probation
         self.times = []               # the probation's timestamps, for its median step
-        self.rows = []                # (hour, value, change) of every row seen
+        self.rows = []                # (hour, value) of every row seen
         self.ids = []                 # the tokens of each row once the language exists
         short = max(1, probation // 10) if short is None else short
         self.likelihood = AnomalyLikelihood(short=short, long=2000, warmup=max(30, probation // 3), spike=10,
@@ -102,8 +102,7 @@ class StreamDetector:
         and the change from one row to the next would be infinite."""
         if not (is_finite_number(when) and is_finite_number(value) and abs(value) <= VALUE_LIMIT):
             raise ValueError(f"a row needs a finite time and a value within ±{VALUE_LIMIT:g}, got {when!r}, {value!r}")
-        change = value - self.rows[-self.stride][1] if len(self.rows) >= self.stride else 0.0
-        self.rows.append((when % DAY / 3600, value, change))
+        self.rows.append((when % DAY / 3600, value))
         n = len(self.rows)
         if n <= self.probation:
             self.times.append(when)
@@ -112,7 +111,7 @@ class StreamDetector:
         if n == self.probation:
             self._learn_probation()
             return 0.0
-        self.ids.append(self._row_ids(self.rows[-1]))
+        self.ids.append(self._row_ids(n - 1))
         score = self.likelihood.update(self._raw_surprise(len(self.ids) - 1), when)
         if (n - self.probation) % self.online_every == 0:
             self._train(self._windows(max(self.window, len(self.ids) - self.recent), len(self.ids)),
@@ -123,10 +122,8 @@ class StreamDetector:
 
     def _learn_probation(self):
         self.stride = self._stride()
-        values = [v for _, v, _ in self.rows]
-        self.rows = [(hour, value, value - values[i - self.stride] if i >= self.stride else 0.0)
-                     for i, (hour, value, _) in enumerate(self.rows)]
-        changes = [c for _, _, c in self.rows[self.stride:]]
+        values = [v for _, v in self.rows]
+        changes = [self._change(i) for i in range(self.stride, len(self.rows))]
         self.language = StateLanguage("stream", {
             "H": (0, 24, HOUR_BUCKETS),
             "V": {"edges": quantile_edges(values, self.value_buckets), "beyond": self.beyond},
@@ -136,7 +133,7 @@ class StreamDetector:
                            block_size=3 * self.window)
         self.model = make_engine(self.engine_name, config, init_params(config, self.rng))
         self.adam = Adam(len(self.model.flat_params()))
-        self.ids = [self._row_ids(row) for row in self.rows]
+        self.ids = [self._row_ids(i) for i in range(len(self.rows))]
         # Warm the likelihood up on surprise the model has not trained on, like every row
         # to come: every third block of rows is held out, the model trains on the windows
         # that do not touch them, reads them, and then trains on the rest. Blocks spread
@@ -165,9 +162,13 @@ class StreamDetector:
         """How many rows back the first row of a window is."""
         return (self.window - 1) * self.stride
 
-    def _row_ids(self, row):
-        hour, value, change = row
-        return self.language.encode({"H": hour, "V": value, "D": change})[1:]  # without BOS
+    def _change(self, i):
+        """Row i's value less the value `stride` rows before it (0 for the first rows)."""
+        return self.rows[i][1] - self.rows[i - self.stride][1] if i >= self.stride else 0.0
+
+    def _row_ids(self, i):
+        hour, value = self.rows[i]
+        return self.language.encode({"H": hour, "V": value, "D": self._change(i)})[1:]  # without BOS
 
     def _sequence(self, end):
         """[BOS] + the tokens of the `window` rows ending at row `end` (inclusive)."""

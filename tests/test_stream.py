@@ -285,9 +285,10 @@ class Detector(unittest.TestCase):
         for when, value in ((300, 1e308), (300, -1e16), (300, float("nan")), (float("inf"), 1.0), (None, 1.0)):
             with self.assertRaisesRegex(ValueError, "within ±1e\\+15"):
                 detector.update(when, value)
-        self.assertEqual(detector.rows, [(0.0, 1.0, 0.0)])
+        self.assertEqual(detector.rows, [(0.0, 1.0)])
         detector.update(300, -1e15)
-        self.assertEqual(detector.rows[-1], (300 / 3600, -1e15, -1e15 - 1.0))
+        self.assertEqual(detector.rows[-1], (300 / 3600, -1e15))
+        self.assertEqual(detector._change(1), -1e15 - 1.0)
 
     def test_rows_closer_than_five_minutes_are_read_apart(self):
         # The stride comes from the probation's median step: 5-minute and hourly rows are
@@ -310,9 +311,8 @@ class Detector(unittest.TestCase):
         for when, value in rows:
             detector.update(when, value)
         self.assertEqual(detector.stride, 3)
-        self.assertEqual([change for _, _, change in detector.rows[3:]],
-                         [rows[i][1] - rows[i - 3][1] for i in range(3, 80)])
-        self.assertEqual(detector.rows[:3], [(0.0, 0.0, 0.0), (100 / 3600, 1.0, 0.0), (200 / 3600, 4.0, 0.0)])
+        self.assertEqual([detector._change(i) for i in range(80)],
+                         [0.0] * 3 + [rows[i][1] - rows[i - 3][1] for i in range(3, 80)])
         last = len(detector.ids) - 1
         expected = [detector.language.bos]
         for i in range(last - 12, last + 1, 3):
