@@ -32,9 +32,10 @@ RETRAIN_KEY = "atom.{}.retrain"   # store kv: when the last retrain ran, and how
 RETRAIN_CLOCK_KEY = "atom.{}.retrain_clock"   # store kv: when a retrain stamp from the future was first seen
 
 
-def phase(atom, counts, learn_after):
-    """'cold', 'learning' or 'watching' for an Atom and its store.count_observations()."""
-    if atom.trained:
+def phase(trained, counts, learn_after):
+    """'cold', 'learning' or 'watching' for an atom (trained: whether it has a model) and its
+    store.count_observations()."""
+    if trained:
         return "watching"
     return "learning" if counts["real"] >= learn_after else "cold"
 

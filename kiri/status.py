@@ -6,7 +6,7 @@ import time
 
 from .atoms import verbs
 from .atoms.score import Score
-from .core.weights import WeightsError
+from .core.weights import WeightsError, previous_path
 from . import lifecycle
 from . import lock
 from .daemon import HEARTBEAT_KEY, LAST_CYCLE_KEY
@@ -40,23 +40,12 @@ def collect_atoms_status(settings, store, now):
     atoms = {}
     for name, module in verbs.all_atoms(settings).items():
         counts = store.count_observations(name)
+        model = model_status(module, settings)
         entry = {"observations": counts, "trained": False, "phase": "cold", "host": settings.host_of(name),
                  "readings_to_go": max(0, settings.learn_after - counts["real"])}
-        try:
-            atom = verbs.load_atom(module, settings)
-        except WeightsError as e:
-            entry["weights_error"] = str(e)
-            atom = None
-        if atom is not None:
-            entry["phase"] = lifecycle.phase(atom, counts, settings.learn_after)
-        if atom is not None and atom.trained:
-            path = settings.weights_path(name)
-            trained_on = atom.weights.trained_on
-            entry.update(trained=True, trained_at=trained_on.get("trained_at") or (path.stat().st_mtime if path.exists() else None),
-                         threshold=atom.threshold if math.isfinite(atom.threshold) else None,
-                         steps=atom.weights.step, note=atom.weights_note,
-                         learned_from={k: trained_on.get(k, 0) for k in ("real", "synthetic")},
-                         false_alarm_rate=atom.weights.threshold.get("false_alarm_rate"))
+        entry.update(model)
+        if "weights_error" not in model:
+            entry["phase"] = lifecycle.phase(model["trained"], counts, settings.learn_after)
         retrain = store.get_kv(lifecycle.RETRAIN_KEY.format(name))
         if retrain:
             entry["last_retrain"] = retrain
@@ -82,6 +71,50 @@ def collect_atoms_status(settings, store, now):
         "outbox_pending": store.outbox_pending(),
         "db_bytes": store.size_bytes(),
     }
+
+
+# A scrape every 15 s would parse every atom's weights each time: about 10 ms an atom, a
+# second of CPU a scrape for 100 watched hosts. What status shows of a model is a function
+# of its files, so it is kept, per process, until either file changes (weights are written
+# by rename: a new model is a new file, whatever its size and time).
+_models = {}
+
+
+def model_status(module, settings):
+    """What status shows of an atom's saved model: {"trained": False}, the trained model's
+    threshold, steps, training time and counts, or {"weights_error": why}. Read from its
+    weights file (or the .prev.json it falls back to) only when one of them has changed."""
+    path = settings.weights_path(module.SPEC.name)
+    stamp = (_file_identity(path), _file_identity(previous_path(path)))
+    known = _models.get(str(path))
+    if known is not None and known[0] == stamp and None not in stamp:
+        return dict(known[1])
+    try:
+        atom = verbs.load_atom(module, settings)
+    except WeightsError as e:
+        model = {"weights_error": str(e)}
+    else:
+        model = {"trained": atom.trained}
+        if atom.trained:
+            trained_on = atom.weights.trained_on
+            model.update(trained_at=trained_on.get("trained_at") or (path.stat().st_mtime if path.exists() else None),
+                         threshold=atom.threshold if math.isfinite(atom.threshold) else None,
+                         steps=atom.weights.step, note=atom.weights_note,
+                         learned_from={k: trained_on.get(k, 0) for k in ("real", "synthetic")},
+                         false_alarm_rate=atom.weights.threshold.get("false_alarm_rate"))
+    _models[str(path)] = (stamp, model)
+    return dict(model)
+
+
+def _file_identity(path):
+    """(inode, modification time, size), "absent", or None when it cannot be read (never cached)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "absent"
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 SHOWN_ERRORS = 5   # of the last cycle's errors, in the plain status; --json has them all

@@ -18,6 +18,7 @@ class FleetBenchTest(unittest.TestCase):
         self.assertGreaterEqual(figures["join_cycles"], 20, "it learns only after learn_after readings")
         self.assertGreater(figures["cpu_per_cycle_s"], 0)
         self.assertGreater(figures["rss_mb"], 0)
+        self.assertRegex(text, r"a scrape of /metrics: \d+\.\d{3} CPU s the first, then \d+\.\d{3} \(median of 5\)")
         self.assertRegex(lines[-1], r"^fleet hosts 2 cpu_per_cycle_s \d+\.\d{3} rss_mb \d+$")
 
 

@@ -23,10 +23,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
-from kiri import metrics
+from kiri import metrics, status
 from kiri.atoms import verbs
 from kiri.config import load_settings
+from kiri.core import weights
 from kiri.daemon import Daemon
 from kiri.outbox import LogSink
 from kiri.store import open_store
@@ -296,6 +298,51 @@ class HostileInputTest(unittest.TestCase):
         series = parse(render(self.home))
         self.assertEqual(value(series, "kiri_database_readable", host=HOST), 0)
         self.assertEqual({name for name, _ in series}, {"kiri_database_readable", "kiri_database_size_bytes"})
+
+
+class ModelCacheTest(unittest.TestCase):
+    """A scrape reads each atom's weights file only when it has changed since the last scrape
+    (status.model_status): a new model and a damaged file both show in the next scrape."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory(prefix="kiri-metrics-")
+        self.addCleanup(tmp.cleanup)
+        self.home = Path(tmp.name) / "home"
+        shutil.copytree(_home["home"], self.home)
+        self.path = load_settings(home=self.home, env=ENV).weights_path("pulse")
+
+    def scrape_counting_loads(self):
+        with mock.patch.object(weights, "load", wraps=weights.load) as load:
+            series = parse(render(self.home))
+        return series, load.call_count
+
+    def test_a_second_scrape_reads_no_weights_file(self):
+        _, first = self.scrape_counting_loads()
+        series, second = self.scrape_counting_loads()
+        self.assertGreaterEqual(first, 1)
+        self.assertEqual(second, 0)
+        self.assertEqual(value(series, "kiri_atom_phase", host=HOST, atom="pulse", phase="watching"), 1)
+
+    def test_a_new_model_shows_in_the_next_scrape(self):
+        series, _ = self.scrape_counting_loads()
+        before = value(series, "kiri_atom_threshold", host=HOST, atom="pulse")
+        model = weights.load(self.path)
+        model.threshold["score"] = before * 2
+        weights.save(self.path, model)
+        series, loads = self.scrape_counting_loads()
+        self.assertEqual(loads, 1)
+        self.assertEqual(value(series, "kiri_atom_threshold", host=HOST, atom="pulse"), before * 2)
+
+    def test_a_weights_file_damaged_after_a_scrape_shows_in_the_next(self):
+        series, _ = self.scrape_counting_loads()
+        self.assertIsNotNone(value(series, "kiri_atom_threshold", host=HOST, atom="pulse"))
+        self.path.write_text('{"format": "kiri-weights"', encoding="utf-8")   # cut short, in place
+        series, _ = self.scrape_counting_loads()
+        self.assertIsNone(value(series, "kiri_atom_threshold", host=HOST, atom="pulse"))
+        self.assertEqual(value(series, "kiri_atom_phase", host=HOST, atom="pulse", phase="watching"), 0)
+        with open_store(self.home) as store:
+            entry = status.collect_status(load_settings(home=self.home, env=ENV), store)["atoms"]["pulse"]
+        self.assertIn("not valid JSON", entry["weights_error"])
 
 
 class PromtoolTest(unittest.TestCase):

@@ -9,7 +9,9 @@ and SQLite, on an injected clock: a cycle per simulated minute, run back to back
    scored, so the likelihood reads a full history) and a model: one trained for the bench
    on host 0's readings and copied to all (a fleet of like machines). In each of `cycles`
    cycles every host is read, scored and decided on: CPU seconds per cycle (every thread
-   of this process), that as a share of one core at the interval, and peak RSS.
+   of this process), that as a share of one core at the interval, and peak RSS. Then
+   the CPU seconds of a scrape of /metrics: the first, and the next ones, which read a
+   host's model only when its file has changed.
 2. A new host joins, cold: cycles until it watches — `learn_after` readings, then its
    training in the daemon's Trainer thread while the cycles go on. The slowest cycle
    meanwhile, beside the steady ones, says whether the others stalled.
@@ -26,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import daemon as daemon_module
+from .. import daemon as daemon_module, metrics
 from ..atoms import hosts as host_atoms, verbs
 from ..atoms.pulse import schema as pulse
 from ..config import load_settings
@@ -38,6 +40,7 @@ INTERVAL = 60.0
 HISTORY = 2011        # readings per host already watched: likelihood_window + likelihood_history - 1
 LEARN_AFTER = 30      # the new host's readings before it learns (a user's default is a day's worth)
 RATIO = 0.3           # the stored history's score / threshold: a quiet fleet
+SCRAPES = 6          # scrapes of /metrics timed after the steady cycles: the first, then five
 
 
 def run(hosts=100, cycles=10, steps=300, seed=1, report=print, learn_after=LEARN_AFTER):
@@ -60,6 +63,7 @@ def run(hosts=100, cycles=10, steps=300, seed=1, report=print, learn_after=LEARN
             daemon.trainer = daemon_module.Trainer(settings, daemon.modules, clock=lambda: clock[0])
             try:
                 steady = steady_cycles(daemon, clock, cycles, names, report)
+                steady.update(scrapes(settings, store, clock[0], report))
                 joining = join(daemon, clock, newcomer, names, report, learn_after, done=cycles + 1)
             finally:
                 daemon.trainer.stop(wait=0)
@@ -147,6 +151,20 @@ def steady_cycles(daemon, clock, cycles, names, report):
            f"a cycle takes {sorted(walls)[len(walls) // 2]:.1f} s")
     return {"cpu_per_cycle_s": per_cycle, "core_share": per_cycle / INTERVAL,
             "cycle_wall_s": sorted(walls)[len(walls) // 2]}
+
+
+def scrapes(settings, store, now, report):
+    """CPU seconds of a Prometheus scrape of /metrics (the text, not the HTTP): the first
+    reads every host's model; the next read only what changed (status.model_status)."""
+    used = []
+    for _ in range(SCRAPES):
+        start = time.process_time()
+        metrics.render(settings, store, now=now)
+        used.append(time.process_time() - start)
+    later = sorted(used[1:])[len(used[1:]) // 2]
+    report(f"  a scrape of /metrics: {used[0]:.3f} CPU s the first, then {later:.3f} (median of {len(used) - 1}); "
+           f"every 15 s, {100 * later / 15:.1f} % of one core")
+    return {"scrape_first_s": used[0], "scrape_s": later}
 
 
 def join(daemon, clock, newcomer, names, report, learn_after, done=0, most=1000):
