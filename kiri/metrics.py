@@ -5,8 +5,9 @@
 A scrape reads what `kiri status` reads (status.collect_atoms_status) plus two small
 counts, so it costs about what one `kiri status` costs: tens of milliseconds for months
 of readings. A long-lived `kiri serve` reads an atom's weights file only when it has
-changed (status.model_status): a model is most of that cost, 10 ms an atom. Every family carries `host` (for an atom, the machine it watches:
-settings.host_of), so one Prometheus can scrape many KIRIs.
+changed (status.model_status): a model is most of that cost, 10 ms an atom. Every family
+carries `host` (for an atom, the machine it watches: settings.host_of), so one Prometheus
+can scrape many KIRIs.
 
 The counts of stored rows (readings, alerts, answers) are gauges, not counters: retention
 deletes old readings and unanswered alerts, and an answer moves an alert from open to

@@ -40,7 +40,7 @@ INTERVAL = 60.0
 HISTORY = 2011        # readings per host already watched: likelihood_window + likelihood_history - 1
 LEARN_AFTER = 30      # the new host's readings before it learns (a user's default is a day's worth)
 RATIO = 0.3           # the stored history's score / threshold: a quiet fleet
-SCRAPES = 6          # scrapes of /metrics timed after the steady cycles: the first, then five
+SCRAPES = 6           # scrapes of /metrics timed after the steady cycles: the first, then five
 
 
 def run(hosts=100, cycles=10, steps=300, seed=1, report=print, learn_after=LEARN_AFTER):
